@@ -1,0 +1,60 @@
+import type { FastifyPluginAsync } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { ChannelParams, ErrorBody, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply , sendJsonText } from '../../src/schemas.js'
+import { Errors } from '../../src/errors.js'
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody }
+
+const channelRoutes: FastifyPluginAsync = async (plain) => {
+  const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
+  const ctx = fastify.herald
+  fastify.addHook('onRequest', async (request) => { await fastify.authenticate(request) })
+
+  fastify.post('/channels/:channel/events', {
+    bodyLimit: ctx.config.maxBodyBytes,
+    schema: {
+      summary: 'Publish an event',
+      description: 'Stored in the bus (offset assigned) before the answer. `id` or `Idempotency-Key` makes a retry within IDEMPOTENCY_TTL return the first result.',
+      tags: ['channels'],
+      security: [{ bearer: [] }],
+      params: ChannelParams,
+      headers: PublishHeaders,
+      body: PublishBody,
+      response: { 201: PublishReply, ...errors, 409: ErrorBody, 413: ErrorBody }
+    }
+  }, async (request, reply) => {
+    const { channel } = request.params
+    fastify.authorize(request.principal!, 'publish', channel)
+    const headerKey = request.headers['idempotency-key']
+    const { data, event, id } = request.body
+    if (headerKey !== undefined && id !== undefined && headerKey !== id) throw new Errors.VALIDATION('Idempotency-Key header and body "id" differ')
+    const result = await ctx.broker.publish({ channel, data, event, idempotencyKey: id ?? headerKey })
+    if (!result.duplicate) ctx.metrics.published.inc({ transport: 'rest' })
+    return reply.code(201).send(result)
+  })
+
+  fastify.get('/channels/:channel/events', {
+    schema: {
+      summary: 'Read history',
+      description: 'Events after `since`, oldest first. `truncated` tells when history no longer reaches back to `since`.',
+      tags: ['channels'],
+      security: [{ bearer: [] }],
+      params: ChannelParams,
+      querystring: HistoryQuery,
+      response: { 200: HistoryReply, ...errors }
+    }
+  }, async (request, reply) => {
+    const { channel } = request.params
+    const { since, limit } = request.query
+    fastify.authorize(request.principal!, 'subscribe', channel)
+    if (limit > ctx.config.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${ctx.config.history.limitMax}`)
+    const { publications, top, earliest } = await ctx.broker.history(channel, { since, limit })
+    const truncated = since < top.offset && earliest > since + 1
+    // The stored frames are already JSON: splice them in rather than parse and re-serialise each.
+    const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
+      ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
+    sendJsonText(reply, body)
+  })
+}
+
+export default channelRoutes

@@ -1,0 +1,53 @@
+import type { FastifyPluginAsync } from 'fastify'
+import Type from 'typebox'
+import { ErrorBody } from '../../src/schemas.js'
+import { Errors } from '../../src/errors.js'
+import { WsSession } from '../../src/transports/ws.js'
+import { CloseCodes } from '../../src/protocol/codes.js'
+
+const wsRoutes: FastifyPluginAsync = async (fastify) => {
+  const ctx = fastify.herald
+  const sessions = new Set<WsSession>()
+
+  // One liveness loop for every socket (the `ws` README's isAlive pattern): a socket that did not answer the
+  // previous ping is terminated; the others are pinged again.
+  const heartbeat = setInterval(() => {
+    for (const session of sessions) {
+      if (!session.alive) { session.terminate('heartbeat timeout'); continue }
+      session.alive = false
+      session.ping()
+    }
+  }, ctx.config.wsPingIntervalSeconds * 1000).unref()
+  fastify.addHook('onClose', async () => { clearInterval(heartbeat) })
+
+  fastify.route({
+    method: 'GET',
+    url: '/ws',
+    schema: {
+      summary: 'WebSocket endpoint',
+      description: 'Upgrade to a WebSocket speaking the JSON frames of docs/protocol.md. The token (Authorization header or `?token=`) is checked before the upgrade: a bad one is answered 401/403 and never upgraded. A plain GET answers 426.',
+      tags: ['transports'],
+      security: [{ bearer: [] }],
+      querystring: Type.Object({ token: Type.Optional(Type.String()) }),
+      response: { 401: ErrorBody, 426: ErrorBody, 503: ErrorBody }
+    },
+    onRequest: async (request) => {
+      if (!request.ws) return // the plain-HTTP handler answers 426
+      if (ctx.draining) throw new Errors.DRAINING()
+      await fastify.authenticate(request)
+    },
+    handler: async (_request, reply) => {
+      reply.header('upgrade', 'websocket')
+      throw new Errors.UPGRADE_REQUIRED()
+    },
+    wsHandler: (socket, request) => {
+      if (ctx.draining) { socket.close(CloseCodes.SERVICE_RESTART, 'server shutting down'); return }
+      const session = new WsSession(ctx, socket, request.principal!)
+      sessions.add(session)
+      ctx.log.info({ client: session.id, sub: session.principal.sub, ip: request.ip }, 'websocket open')
+      socket.on('close', () => sessions.delete(session))
+    }
+  })
+}
+
+export default wsRoutes

@@ -1,0 +1,149 @@
+import type { FastifyInstance, FastifyError } from 'fastify'
+import fp from 'fastify-plugin'
+import fastifyCors from '@fastify/cors'
+import fastifySwagger from '@fastify/swagger'
+import fastifyWebsocket from '@fastify/websocket'
+import { randomBytes } from 'node:crypto'
+import { type HeraldConfig, defaultConfig } from './config.js'
+import type { Broker } from './bus/broker.js'
+import type { HeraldContext } from './context.js'
+import { createBroker } from './bus/index.js'
+import { Hub } from './hub/hub.js'
+import { Connections } from './hub/connections.js'
+import { Metrics } from './metrics.js'
+import { CloseCodes } from './protocol/codes.js'
+import { Errors, errorBody, isHeraldError, type HeraldError } from './errors.js'
+import authPlugin from './plugins/auth.js'
+import healthRoutes from '../routes/health.js'
+import channelRoutes from '../routes/v1/channels.js'
+import wsRoutes from '../routes/v1/ws.js'
+import sseRoutes from '../routes/v1/sse.js'
+import pollRoutes from '../routes/v1/poll.js'
+import openapiRoutes from '../routes/openapi.js'
+import { version } from './version.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    herald: HeraldContext & {
+      /** Starts a graceful drain: readyz fails, new connections are refused, open ones are told to reconnect elsewhere. */
+      drain: () => void
+    }
+  }
+}
+
+export interface HeraldOptions {
+  /** Settings; anything left out takes the documented default (the environment is not read). */
+  config?: Partial<HeraldConfig>
+  /** Use this bus instead of building one from the config; the caller then owns closing it. */
+  broker?: Broker
+  /** Identity of this node in connection ids and logs (random by default). */
+  nodeId?: string
+  /** Collect process metrics (default true; turn off when several instances share a process). */
+  defaultMetrics?: boolean
+  /** Mount every Herald route under this path (e.g. `/realtime`). */
+  prefix?: string
+}
+
+/**
+ * Herald as a Fastify plugin. The standalone server registers it at the root; another application may
+ * `register(herald, { prefix: '/realtime', config: {...} })` next to its own routes. It decorates the
+ * application with `herald` (the context: bus, hub, connections, metrics, `drain()`); its routes, error
+ * handlers and third-party plugins stay encapsulated in a child scope under the prefix.
+ */
+async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Promise<void> {
+  const config = defaultConfig(opts.config)
+  const log = fastify.log as unknown as HeraldContext['log']
+  const broker = opts.broker ?? createBroker(config, log)
+  const ownsBroker = opts.broker === undefined
+  const nodeId = opts.nodeId ?? randomBytes(3).toString('hex')
+  const connections = new Connections(nodeId)
+  let metrics: Metrics | undefined
+  const hub = new Hub({
+    broker,
+    log,
+    replayLimit: Math.max(config.history.size, 1),
+    onDispatch: (pub) => metrics?.latency.observe((Date.now() - pub.ts) / 1000),
+    onReconnect: () => metrics?.busReconnects.inc()
+  })
+  metrics = new Metrics(connections, hub, opts.defaultMetrics ?? true)
+  const ctx = {
+    nodeId, config, broker, hub, connections, metrics, log, draining: false,
+    drain () {
+      if (ctx.draining) return
+      ctx.draining = true
+      connections.closeAll(CloseCodes.SERVICE_RESTART, 'server shutting down; reconnect to another node')
+    }
+  }
+  fastify.decorate('herald', ctx)
+
+  if (ownsBroker) await broker.connect()
+  fastify.addHook('onClose', async () => {
+    ctx.drain()
+    hub.close()
+    if (ownsBroker) await broker.close()
+  })
+
+  await fastify.register(async (scope) => { await routes(scope, config, ctx) }, { prefix: opts.prefix ?? '' })
+}
+
+async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: FastifyInstance['herald']): Promise<void> {
+  await fastify.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Herald', version, description: 'Real-time event gateway. WebSocket and SSE frames: docs/protocol.md; error codes: docs/errors.md.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } }
+    }
+  })
+  await fastify.register(fastifyCors, { origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, exposedHeaders: ['Retry-After'] })
+  await fastify.register(authPlugin, { config })
+  if (!fastify.hasDecorator('websocketServer')) {
+    await fastify.register(fastifyWebsocket, {
+      options: { maxPayload: Math.max(config.maxFrameBytes * 4, 1024 * 1024), perMessageDeflate: false }
+    })
+  }
+
+  fastify.setErrorHandler((err: FastifyError, request, reply) => {
+    const herr = toHeraldError(err, config)
+    if (herr.statusCode >= 500 && herr.code === 'HERALD_ERR_INTERNAL') request.log.error({ err }, 'request failed')
+    ctx.metrics.errors.inc({ code: herr.code })
+    if (herr.code === 'HERALD_ERR_RATE_LIMITED' || herr.code === 'HERALD_ERR_BUS_UNAVAILABLE' || herr.code === 'HERALD_ERR_DRAINING') reply.header('retry-after', '1')
+    return reply.code(herr.statusCode).send(errorBody(herr))
+  })
+  fastify.setNotFoundHandler((request, reply) => {
+    const herr = new Errors.NOT_FOUND(request.method, request.url.split('?')[0])
+    ctx.metrics.errors.inc({ code: herr.code })
+    return reply.code(404).send(errorBody(herr))
+  })
+
+  await fastify.register(healthRoutes)
+  await fastify.register(openapiRoutes)
+  await fastify.register(channelRoutes, { prefix: '/v1' })
+  await fastify.register(wsRoutes, { prefix: '/v1' })
+  await fastify.register(sseRoutes, { prefix: '/v1' })
+  await fastify.register(pollRoutes, { prefix: '/v1' })
+}
+
+/** Maps Fastify's own errors (parsing, validation, limits) to Herald's codes. */
+export function toHeraldError (err: FastifyError, config: HeraldConfig): HeraldError {
+  if (isHeraldError(err)) return err
+  if (err.validation !== undefined) {
+    const badChannel = err.validation.find((v) => v.keyword === 'pattern' && /channel/.test(v.instancePath + ' ' + String(v.params?.missingProperty ?? '')))
+    if (badChannel !== undefined) return new Errors.BAD_CHANNEL('does not match ' + String(badChannel.params?.pattern ?? 'the channel pattern'))
+    return new Errors.VALIDATION(err.message)
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new Errors.BODY_TOO_LARGE(config.maxBodyBytes)
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new Errors.UNSUPPORTED_MEDIA_TYPE(err.message)
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new Errors.MALFORMED_JSON()
+    case 'FST_ERR_CTP_INVALID_JSON_BODY': return new Errors.MALFORMED_JSON()
+  }
+  if (err instanceof SyntaxError || err.code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') return new Errors.MALFORMED_JSON()
+  if (err.statusCode === 429) return new Errors.RATE_LIMITED(err.message)
+  if (err.statusCode === 405) return new Errors.METHOD_NOT_ALLOWED()
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return new Errors.VALIDATION(err.message)
+  return new Errors.INTERNAL()
+}
+
+const herald = fp(heraldPlugin, { name: 'herald', fastify: '5.x' })
+
+export default herald

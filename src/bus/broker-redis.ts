@@ -1,0 +1,226 @@
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Broker, BrokerHandler, BrokerOptions, HistoryRequest, HistoryResult, Publication, PublishRequest, PublishResult } from './broker.js'
+import { Errors, isHeraldError } from '../errors.js'
+import { contentHash, frameTail, newEpoch } from './publication.js'
+
+/*
+ * Keys of channel C, all in the hash slot of C (the `{C}` hash tag) so that Redis Cluster and sharded pub/sub
+ * (SPUBLISH/SSUBSCRIBE) can come later without a redesign:
+ *   P:{C}:m     hash  e = epoch, o = last offset           (expires HISTORY_META_TTL after the last publish)
+ *   P:{C}:s     stream, entry id `<offset>-0`, fields t = publish ms, f = event frame (capped at HISTORY_SIZE)
+ *   P:{C}:i:K   string `<offset> <epoch> <hash>` for idempotency key K (expires IDEMPOTENCY_TTL)
+ *   P:{C}       pub/sub channel; message `<offset> <epoch> <frame>`
+ */
+
+const PUBLISH_LUA = `
+local idem = ARGV[9] ~= ''
+if idem then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then return {'dup', prev} end
+end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local frame = '{"type":"event","channel":' .. ARGV[8] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[1]
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 't', ARGV[10], 'f', frame)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+redis.call('PUBLISH', ARGV[7], offset .. ' ' .. epoch .. ' ' .. frame)
+if idem then redis.call('SET', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[9], 'EX', ARGV[6]) end
+return {'ok', offset, epoch}
+`
+
+const HISTORY_LUA = `
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+  if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
+local minTs = tonumber(ARGV[5])
+while true do
+  local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 64)
+  if #head == 0 then break end
+  local keep = nil
+  for _, e in ipairs(head) do
+    if tonumber(e[2][2]) >= minTs then keep = e[1] break end
+  end
+  if keep then
+    if keep ~= head[1][1] then redis.call('XTRIM', KEYS[2], 'MINID', keep) end
+    break
+  end
+  local last = tonumber(string.match(head[#head][1], '^(%d+)'))
+  redis.call('XTRIM', KEYS[2], 'MINID', (last + 1) .. '-0')
+end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local earliest = top + 1
+if #first > 0 then earliest = tonumber(string.match(first[1][1], '^(%d+)')) end
+local entries = {}
+local since = tonumber(ARGV[1])
+if tonumber(ARGV[2]) > 0 and since < top then
+  entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', ARGV[2])
+end
+return {epoch, top, earliest, entries}
+`
+
+type RedisWithScripts = Redis & {
+  heraldPublish: (...args: Array<string | number>) => Promise<[string, number | string, string?]>
+  heraldHistory: (...args: Array<string | number>) => Promise<[string, number, number, Array<[string, string[]]>]>
+}
+
+export interface RedisBrokerOptions extends BrokerOptions {
+  url: string
+  prefix: string
+  log: Logger
+  /** Milliseconds a command may take before it fails with HERALD_ERR_BUS_UNAVAILABLE. */
+  commandTimeoutMs?: number
+}
+
+/**
+ * The Redis bus. One Lua call per publish assigns the offset, appends to a capped stream and publishes, so
+ * history and live delivery can never disagree. Two connections: `cmd` for scripts (no offline queue: a
+ * publish during an outage fails at once with 503 instead of waiting, and is never falsely acknowledged) and
+ * `sub` for pub/sub, subscribed only to channels with local subscribers.
+ */
+export class RedisBroker implements Broker {
+  readonly kind = 'redis' as const
+  private handler: BrokerHandler = { onPublication: () => {}, onReconnect: () => {} }
+  private readonly cmd: RedisWithScripts
+  private readonly sub: Redis
+  /** pub/sub channel name -> Herald channel */
+  private readonly channels = new Map<string, string>()
+  private connectedOnce = false
+  private closing = false
+
+  constructor (private readonly options: RedisBrokerOptions) {
+    const common: RedisOptions = {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: options.commandTimeoutMs ?? 5000,
+      retryStrategy: (times) => this.closing ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)
+    }
+    this.cmd = new Redis(options.url, { ...common, connectionName: 'herald-cmd' }) as RedisWithScripts
+    this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: PUBLISH_LUA })
+    this.cmd.defineCommand('heraldHistory', { numberOfKeys: 2, lua: HISTORY_LUA })
+    this.sub = new Redis(options.url, { ...common, autoResubscribe: false, commandTimeout: undefined, connectionName: 'herald-sub' })
+    for (const conn of [this.cmd, this.sub]) {
+      conn.on('error', (err: Error) => this.options.log.warn({ err: err.message, conn: conn === this.cmd ? 'cmd' : 'sub' }, 'redis connection error'))
+    }
+    this.sub.on('message', (name: string, message: string) => this.onMessage(name, message))
+    this.sub.on('ready', () => { void this.onSubReady() })
+  }
+
+  setHandler (handler: BrokerHandler): void { this.handler = handler }
+
+  async connect (): Promise<void> {
+    await Promise.all([this.cmd.connect(), this.sub.connect()])
+  }
+
+  async publish (req: PublishRequest): Promise<PublishResult> {
+    const ts = Date.now()
+    const { history, idempotencyTtlSeconds } = this.options
+    const hash = req.idempotencyKey === undefined ? '' : contentHash(req)
+    const base = this.base(req.channel)
+    const idemKey = req.idempotencyKey === undefined ? base + ':m' : base + ':i:' + req.idempotencyKey
+    const reply = await this.call(() => this.cmd.heraldPublish(
+      base + ':m', base + ':s', idemKey,
+      frameTail(req, ts), newEpoch(), history.size, history.ttlSeconds, history.metaTtlSeconds,
+      idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts))
+    if (reply[0] === 'dup') {
+      const [offset, epoch, prevHash] = String(reply[1]).split(' ')
+      if (prevHash !== hash) throw new Errors.IDEMPOTENCY_CONFLICT(req.idempotencyKey, req.channel)
+      return { channel: req.channel, offset: Number(offset), epoch, duplicate: true }
+    }
+    return { channel: req.channel, offset: Number(reply[1]), epoch: String(reply[2]), duplicate: false }
+  }
+
+  async history (channel: string, req: HistoryRequest): Promise<HistoryResult> {
+    const base = this.base(channel)
+    const minTs = Date.now() - this.options.history.ttlSeconds * 1000
+    const [epoch, top, earliest, entries] = await this.call(() => this.cmd.heraldHistory(
+      base + ':m', base + ':s', req.since, req.limit, newEpoch(), this.options.history.metaTtlSeconds, minTs))
+    const publications: Publication[] = entries.map(([id, fields]) => ({
+      channel, offset: parseInt(id, 10), epoch, ts: Number(fields[1]), frame: fields[3]
+    }))
+    return { publications, top: { offset: Number(top), epoch }, earliest: Number(earliest) }
+  }
+
+  async subscribe (channel: string): Promise<void> {
+    const name = this.base(channel)
+    this.channels.set(name, channel)
+    try {
+      await this.call(() => this.sub.subscribe(name))
+    } catch (err) {
+      this.channels.delete(name)
+      throw err
+    }
+  }
+
+  async unsubscribe (channel: string): Promise<void> {
+    const name = this.base(channel)
+    this.channels.delete(name)
+    if (this.sub.status === 'ready') await this.call(() => this.sub.unsubscribe(name)).catch(() => {})
+  }
+
+  ready (): boolean { return this.cmd.status === 'ready' && this.sub.status === 'ready' }
+
+  async close (): Promise<void> {
+    this.closing = true
+    await Promise.allSettled([this.cmd.quit(), this.sub.quit()])
+    this.cmd.disconnect()
+    this.sub.disconnect()
+  }
+
+  private base (channel: string): string { return this.options.prefix + ':{' + channel + '}' }
+
+  private onMessage (name: string, message: string): void {
+    const channel = this.channels.get(name)
+    if (channel === undefined) return
+    const a = message.indexOf(' ')
+    const b = message.indexOf(' ', a + 1)
+    const frame = message.slice(b + 1)
+    // ts sits right after the epoch in the frame head; history readers have it as a field instead.
+    const tsAt = frame.indexOf('"ts":') + 5
+    const ts = parseInt(frame.slice(tsAt, frame.indexOf(',', tsAt)), 10)
+    this.handler.onPublication({ channel, offset: parseInt(message.slice(0, a), 10), epoch: message.slice(a + 1, b), ts, frame })
+  }
+
+  /**
+   * Every (re)connection of the subscriber: subscribe again to every channel with local subscribers and
+   * only then tell the hub, so that its history catch-up cannot miss a publication made in between.
+   */
+  private async onSubReady (): Promise<void> {
+    const names = [...this.channels.keys()]
+    try {
+      if (names.length > 0) await this.sub.subscribe(...names)
+    } catch (err) {
+      this.options.log.warn({ err }, 'redis resubscribe failed; the connection will be retried')
+      this.sub.disconnect(true)
+      return
+    }
+    if (this.connectedOnce) {
+      this.options.log.info({ channels: names.length }, 'redis bus reconnected; recovering missed publications')
+      this.handler.onReconnect()
+    }
+    this.connectedOnce = true
+  }
+
+  private async call<T> (fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      if (isHeraldError(err)) throw err
+      throw new Errors.BUS_UNAVAILABLE((err as Error).message)
+    }
+  }
+}

@@ -1,0 +1,93 @@
+import type { StreamPosition } from '../protocol/cursor.js'
+
+/**
+ * One event of one channel, as the bus assigned it. `frame` is the serialised `event` frame
+ * (`{"type":"event","channel":…,"offset":…,"epoch":…,"ts":…,"event"?:…,"data":…}`), built once where the
+ * offset is assigned and shared, unchanged, by every subscriber on every transport: a WebSocket text frame,
+ * an SSE `data:` line and an element of a long-poll or history `events` array are all this string.
+ */
+export interface Publication {
+  channel: string
+  /** Consecutive per channel, starting at 1, within `epoch`. */
+  offset: number
+  /** Identity of the stream the offsets belong to; it changes when the stream's state was lost. */
+  epoch: string
+  /** Publish time (ms since the epoch), stamped by the node that accepted the publish. */
+  ts: number
+  frame: string
+  /** `frame` as UTF-8 bytes, encoded by the first socket writer that needs it and reused by all the others. */
+  bytes?: Buffer
+}
+
+export interface PublishRequest {
+  channel: string
+  /** Any JSON value. */
+  data: unknown
+  /** Optional event name, carried to subscribers. */
+  event?: string
+  /** Makes a retried publish return the first result instead of publishing twice (within the idempotency window). */
+  idempotencyKey?: string
+}
+
+export interface PublishResult {
+  channel: string
+  offset: number
+  epoch: string
+  /** True when the idempotency key had already been used and this is the first publish's result. */
+  duplicate: boolean
+}
+
+export interface HistoryRequest {
+  /** Return publications with offset > since (0: from the oldest kept). */
+  since: number
+  /** Return at most this many (0: none, only the stream position). */
+  limit: number
+}
+
+export interface HistoryResult {
+  publications: Publication[]
+  /** The newest offset of the channel and its epoch, read atomically with `publications`. */
+  top: StreamPosition
+  /** Offset of the oldest publication still in history; `top.offset + 1` when history is empty. */
+  earliest: number
+}
+
+/** How a broker reports to the hub. */
+export interface BrokerHandler {
+  /** A publication of a channel this node subscribed to. Called in offset order per channel. */
+  onPublication: (pub: Publication) => void
+  /** The bus connection was lost and is back: publications may have been missed and must be recovered from history. */
+  onReconnect: () => void
+}
+
+/**
+ * The bus: assigns offsets, keeps bounded history and fans publications out to every node.
+ *
+ * Publishing must be atomic per channel: assigning the offset, appending to history and broadcasting happen
+ * in one step, so a publication that a subscriber receives live is always in history too, and no two
+ * publications of a channel share an offset. `publish` resolves only once the publication is stored; if the
+ * bus cannot be reached it rejects with HERALD_ERR_BUS_UNAVAILABLE (the publication may or may not have been
+ * stored: a retry with the same idempotency key is always safe).
+ *
+ * Reading history of a channel that has never been used creates its epoch, so that a reader that starts
+ * at offset 0 can later resume in the same epoch.
+ */
+export interface Broker {
+  readonly kind: 'memory' | 'redis'
+  setHandler: (handler: BrokerHandler) => void
+  connect: () => Promise<void>
+  publish: (req: PublishRequest) => Promise<PublishResult>
+  history: (channel: string, req: HistoryRequest) => Promise<HistoryResult>
+  /** Start receiving a channel's live publications on this node (called for the first local subscriber). */
+  subscribe: (channel: string) => Promise<void>
+  /** Stop receiving them (called after the last local subscriber left). */
+  unsubscribe: (channel: string) => Promise<void>
+  /** True while the bus can take publishes. */
+  ready: () => boolean
+  close: () => Promise<void>
+}
+
+export interface BrokerOptions {
+  history: { size: number, ttlSeconds: number, metaTtlSeconds: number }
+  idempotencyTtlSeconds: number
+}

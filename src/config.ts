@@ -1,0 +1,110 @@
+import Type, { type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { Value } from 'typebox/value'
+
+/**
+ * Every setting Herald reads from its environment. The schema is the single source of truth:
+ * defaults, bounds and the descriptions printed in the README's configuration table all come from here.
+ */
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development', description: '`production` refuses to start without a JWT key and disables dev-only routes.' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'TCP port to listen on.' }),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to bind (`0.0.0.0` for all interfaces; the Docker image sets it).' }),
+  LOG_LEVEL: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')], { default: 'info', description: 'pino log level.' }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
+  REDIS_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$', default: 'herald', description: 'Prefix of every Redis key and pub/sub channel.' }),
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters). Unset in development: a random one is generated.' })),
+  JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (or a path to one) for RS256/ES256 tokens; used instead of JWT_SECRET.' })),
+  JWT_ALGORITHMS: Type.Optional(Type.String({ pattern: '^(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512)(,(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512))*$', description: 'Comma list of accepted algorithms. Default: HS256 with a secret, RS256,ES256 with a public key.' })),
+  CORS_ORIGINS: Type.String({ default: '*', description: 'Comma list of allowed browser origins, or `*`.' }),
+  HISTORY_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000, description: 'Events kept per channel for history and resume.' }),
+  HISTORY_TTL: Type.Integer({ minimum: 1, maximum: 30 * 86400, default: 3600, description: 'Seconds an event stays in history.' }),
+  HISTORY_META_TTL: Type.Integer({ minimum: 0, maximum: 365 * 86400, default: 7 * 86400, description: 'Seconds an idle channel keeps its epoch and offset counter (0 = forever). After that it starts a new epoch.' }),
+  IDEMPOTENCY_TTL: Type.Integer({ minimum: 1, maximum: 86400, default: 300, description: 'Seconds a publish `id` / `Idempotency-Key` is remembered.' }),
+  MAX_BODY_BYTES: Type.Integer({ minimum: 256, maximum: 16 * 1024 * 1024, default: 65536, description: 'Largest REST request body.' }),
+  MAX_FRAME_BYTES: Type.Integer({ minimum: 256, maximum: 16 * 1024 * 1024, default: 65536, description: 'Largest WebSocket frame a client may send.' }),
+  MAX_SUBSCRIPTIONS: Type.Integer({ minimum: 1, maximum: 100_000, default: 128, description: 'Channels one connection (WebSocket, SSE stream or long-poll) may subscribe to.' }),
+  HISTORY_LIMIT_MAX: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: 'Largest `limit` of a history request.' }),
+  POLL_TIMEOUT_MAX: Type.Integer({ minimum: 1, maximum: 120, default: 30, description: 'Cap (seconds) on a long-poll `timeout`.' }),
+  SSE_HEARTBEAT: Type.Integer({ minimum: 1, maximum: 300, default: 15, description: 'Seconds between SSE heartbeat comments.' }),
+  WS_PING_INTERVAL: Type.Integer({ minimum: 1, maximum: 300, default: 25, description: 'Seconds between server WebSocket pings; a client that misses one pong is terminated.' }),
+  MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 4 * 1024 * 1024, description: 'Outbound bytes a WebSocket or SSE connection may have queued before it is evicted as a slow consumer.' }),
+  DRAIN_TIMEOUT: Type.Integer({ minimum: 0, maximum: 600, default: 10, description: 'Seconds a graceful shutdown waits for connections to finish.' })
+})
+
+export type Env = Static<typeof EnvSchema>
+
+/** Resolved configuration, shared by the standalone server and the plugin options. */
+export interface HeraldConfig {
+  production: boolean
+  redisUrl?: string
+  redisPrefix: string
+  jwt: { secret?: string, publicKey?: string, algorithms: string[] }
+  corsOrigins: string[] | '*'
+  history: { size: number, ttlSeconds: number, metaTtlSeconds: number, limitMax: number }
+  idempotencyTtlSeconds: number
+  maxBodyBytes: number
+  maxFrameBytes: number
+  maxSubscriptions: number
+  pollTimeoutMax: number
+  sseHeartbeatSeconds: number
+  wsPingIntervalSeconds: number
+  maxBufferBytes: number
+  drainTimeoutSeconds: number
+}
+
+export class ConfigError extends Error {
+  constructor (readonly problems: string[]) {
+    super('Invalid configuration:\n' + problems.map((p) => '  - ' + p).join('\n'))
+    this.name = 'ConfigError'
+  }
+}
+
+const check = Compile(EnvSchema)
+
+/** Reads, converts and validates the environment; throws a ConfigError listing every bad value. */
+export function loadEnv (env: Record<string, string | undefined> = process.env): Env {
+  const raw: Record<string, string> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const value = env[key]
+    if (value !== undefined && value !== '') raw[key] = value
+  }
+  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw)) as Env
+  if (!check.Check(converted)) {
+    const problems = check.Errors(converted).filter((e) => e.instancePath !== '').map((e) => {
+      const key = e.instancePath.slice(1)
+      return `${key}=${JSON.stringify(raw[key])}: ${e.message}`
+    })
+    throw new ConfigError([...new Set(problems)])
+  }
+  if (converted.NODE_ENV === 'production' && !converted.JWT_SECRET && !converted.JWT_PUBLIC_KEY) {
+    throw new ConfigError(['JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production'])
+  }
+  return converted
+}
+
+export function configFromEnv (env: Env): HeraldConfig {
+  const algorithms = env.JWT_ALGORITHMS?.split(',') ?? (env.JWT_PUBLIC_KEY ? ['RS256', 'ES256'] : ['HS256'])
+  return {
+    production: env.NODE_ENV === 'production',
+    redisUrl: env.REDIS_URL,
+    redisPrefix: env.REDIS_PREFIX,
+    jwt: { secret: env.JWT_SECRET, publicKey: env.JWT_PUBLIC_KEY, algorithms },
+    corsOrigins: env.CORS_ORIGINS.trim() === '*' ? '*' : env.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
+    history: { size: env.HISTORY_SIZE, ttlSeconds: env.HISTORY_TTL, metaTtlSeconds: env.HISTORY_META_TTL, limitMax: env.HISTORY_LIMIT_MAX },
+    idempotencyTtlSeconds: env.IDEMPOTENCY_TTL,
+    maxBodyBytes: env.MAX_BODY_BYTES,
+    maxFrameBytes: env.MAX_FRAME_BYTES,
+    maxSubscriptions: env.MAX_SUBSCRIPTIONS,
+    pollTimeoutMax: env.POLL_TIMEOUT_MAX,
+    sseHeartbeatSeconds: env.SSE_HEARTBEAT,
+    wsPingIntervalSeconds: env.WS_PING_INTERVAL,
+    maxBufferBytes: env.MAX_BUFFER_BYTES,
+    drainTimeoutSeconds: env.DRAIN_TIMEOUT
+  }
+}
+
+/** Defaults for the plugin form: `register(herald, { config: { ... } })` overrides any of these. */
+export function defaultConfig (overrides: Partial<HeraldConfig> = {}): HeraldConfig {
+  return { ...configFromEnv(loadEnv({})), ...overrides }
+}

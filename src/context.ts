@@ -1,0 +1,19 @@
+import type { Logger } from 'pino'
+import type { HeraldConfig } from './config.js'
+import type { Broker } from './bus/broker.js'
+import type { Hub } from './hub/hub.js'
+import type { Connections } from './hub/connections.js'
+import type { Metrics } from './metrics.js'
+
+/** What every transport needs, built once per Herald instance (see plugins/herald.ts). */
+export interface HeraldContext {
+  readonly nodeId: string
+  readonly config: HeraldConfig
+  readonly broker: Broker
+  readonly hub: Hub
+  readonly connections: Connections
+  readonly metrics: Metrics
+  readonly log: Logger
+  /** True once shutdown began: readyz fails, new connections are refused, existing ones are ended. */
+  draining: boolean
+}

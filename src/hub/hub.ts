@@ -1,0 +1,282 @@
+import type { Logger } from 'pino'
+import type { Broker, Publication } from '../bus/broker.js'
+import type { StreamPosition } from '../protocol/cursor.js'
+import { Errors } from '../errors.js'
+
+/** Why a resume could not be honoured. */
+export type RecoveryFailure = 'epoch_changed' | 'history_trimmed' | 'offset_ahead'
+
+export interface SubscribeResult {
+  channel: string
+  /** Position the subscription starts from: events after it follow, in order. */
+  offset: number
+  epoch: string
+  /** Only for a subscribe with `since`: were all events after it replayed? */
+  recovered?: boolean
+  reason?: RecoveryFailure
+  /** Events replayed from history. */
+  replayed: number
+}
+
+/**
+ * A receiver of publications: one per WebSocket connection, SSE stream or waiting long-poll. The hub calls it
+ * synchronously and in offset order per channel; the sink owns buffering and writing.
+ */
+export interface Sink {
+  readonly id: string
+  /** A subscription is ready: called right before its replay (if any), then live events follow. */
+  subscribed: (result: SubscribeResult) => void
+  deliver: (pub: Publication) => void
+  /**
+   * The hub can no longer continue the channel without a gap (the bus came back with a new epoch, or missed
+   * events are no longer in history). The subscription is already removed; the sink tells its client to
+   * resubscribe from its last position, which will answer `recovered: false`.
+   */
+  lost: (channel: string, reason: RecoveryFailure) => void
+}
+
+interface Subscription {
+  /** Last offset delivered to this sink. */
+  offset: number
+  /** Live publications held back while the subscription's history replay is being read. */
+  buffer: Publication[] | null
+}
+
+type Phase = 'activating' | 'live' | 'syncing'
+
+class ChannelState {
+  phase: Phase = 'activating'
+  /** Last offset dispatched to subscribers, and its epoch. */
+  offset = 0
+  epoch = ''
+  readonly subs = new Map<Sink, Subscription>()
+  /** Publications that arrived while activating or syncing. */
+  pending: Publication[] = []
+  /** Subscribe calls waiting for activation. */
+  waiters = 0
+  ready: Promise<void> = Promise.resolve()
+  retry?: NodeJS.Timeout
+  constructor (readonly name: string) {}
+}
+
+export interface HubOptions {
+  broker: Broker
+  log: Logger
+  /** How many events a resume may replay: the history size. */
+  replayLimit: number
+  /** Called once per live publication dispatched on this node (for the latency histogram). */
+  onDispatch?: (pub: Publication) => void
+  onReconnect?: () => void
+}
+
+/**
+ * Channel -> local subscribers. Subscribes to the bus on the first local subscriber and unsubscribes after
+ * the last; keeps, per channel, the last offset dispatched so that every subscriber sees each publication once,
+ * in order, and a gap (missed pub/sub message, bus reconnect) is filled from history before anything after it
+ * is delivered.
+ */
+export class Hub {
+  private readonly channels = new Map<string, ChannelState>()
+  /** Per channel, the tail of its chain of bus subscribe/unsubscribe calls, so they reach the bus in order. */
+  private readonly busOps = new Map<string, Promise<void>>()
+
+  constructor (private readonly options: HubOptions) {
+    options.broker.setHandler({
+      onPublication: (pub) => this.onPublication(pub),
+      onReconnect: () => { options.onReconnect?.(); for (const state of this.channels.values()) if (state.phase === 'live') this.resync(state) }
+    })
+  }
+
+  get channelCount (): number { return this.channels.size }
+
+  subscriberCount (channel: string): number { return this.channels.get(channel)?.subs.size ?? 0 }
+
+  get subscriptionCount (): number {
+    let n = 0
+    for (const state of this.channels.values()) n += state.subs.size
+    return n
+  }
+
+  /**
+   * Subscribes `sink` to `channel`. Without `since`, delivery starts with the next publication. With `since`,
+   * the events after it are replayed from history first, seamlessly followed by live ones (live events are
+   * buffered during the history read and merged by offset), or the result says why they cannot be.
+   */
+  async subscribe (sink: Sink, channel: string, since?: StreamPosition): Promise<SubscribeResult> {
+    const state = await this.activate(channel)
+    if (state.subs.has(sink)) { this.releaseIfIdle(state); throw new Errors.ALREADY_SUBSCRIBED(channel) }
+    const sub: Subscription = { offset: state.offset, buffer: null }
+    if (since === undefined) {
+      state.subs.set(sink, sub)
+      this.releaseIfIdle(state)
+      const result: SubscribeResult = { channel, offset: state.offset, epoch: state.epoch, replayed: 0 }
+      sink.subscribed(result)
+      return result
+    }
+    sub.buffer = []
+    state.subs.set(sink, sub)
+    this.releaseIfIdle(state)
+    let history
+    try {
+      history = await this.options.broker.history(channel, { since: since.offset, limit: this.options.replayLimit })
+    } catch (err) {
+      if (state.subs.get(sink) === sub) this.unsubscribe(sink, channel)
+      throw err
+    }
+    if (state.subs.get(sink) !== sub) throw new Errors.NOT_SUBSCRIBED(channel) // unsubscribed meanwhile
+    const { top, earliest, publications } = history
+    let reason: RecoveryFailure | undefined
+    if (since.epoch !== top.epoch) reason = 'epoch_changed'
+    else if (since.offset > top.offset) reason = 'offset_ahead'
+    else if (since.offset < top.offset && (earliest > since.offset + 1 || publications.length < top.offset - since.offset)) reason = 'history_trimmed'
+    const replay = reason === undefined ? publications : []
+    const result: SubscribeResult = reason === undefined
+      ? { channel, offset: since.offset, epoch: top.epoch, recovered: true, replayed: replay.length }
+      : { channel, offset: top.offset, epoch: top.epoch, recovered: false, reason, replayed: 0 }
+    const buffered = sub.buffer
+    sub.buffer = null
+    sub.offset = result.offset
+    sink.subscribed(result)
+    for (const pub of replay) this.deliverTo(sink, sub, pub)
+    for (const pub of buffered) if (pub.epoch === result.epoch) this.deliverTo(sink, sub, pub)
+    return result
+  }
+
+  /** Removes a subscription; returns false when there was none. */
+  unsubscribe (sink: Sink, channel: string): boolean {
+    const state = this.channels.get(channel)
+    if (state === undefined || !state.subs.delete(sink)) return false
+    this.releaseIfIdle(state)
+    return true
+  }
+
+  /** Stops everything (shutdown): channels are forgotten, the bus is left to its owner to close. */
+  close (): void {
+    for (const state of this.channels.values()) clearTimeout(state.retry)
+    this.channels.clear()
+  }
+
+  private async activate (channel: string): Promise<ChannelState> {
+    let state = this.channels.get(channel)
+    if (state === undefined) {
+      const created = new ChannelState(channel)
+      state = created
+      this.channels.set(channel, created)
+      created.ready = this.busOp(channel, () => this.options.broker.subscribe(channel)).then(async () => {
+        const { top } = await this.options.broker.history(channel, { since: 0, limit: 0 })
+        created.offset = top.offset
+        created.epoch = top.epoch
+        created.phase = 'live'
+        this.drainPending(created)
+      })
+      created.ready.catch(() => {
+        if (this.channels.get(channel) === created) this.channels.delete(channel)
+        void this.busOp(channel, () => this.options.broker.unsubscribe(channel)).catch(() => {})
+      })
+    }
+    state.waiters++
+    try {
+      await state.ready
+    } finally {
+      state.waiters--
+    }
+    return state
+  }
+
+  private releaseIfIdle (state: ChannelState): void {
+    if (state.subs.size > 0 || state.waiters > 0 || this.channels.get(state.name) !== state) return
+    this.channels.delete(state.name)
+    clearTimeout(state.retry)
+    this.busOp(state.name, () => this.options.broker.unsubscribe(state.name)).catch((err) => {
+      this.options.log.warn({ err, channel: state.name }, 'bus unsubscribe failed')
+    })
+  }
+
+  private busOp (channel: string, op: () => Promise<void>): Promise<void> {
+    const prev = this.busOps.get(channel) ?? Promise.resolve()
+    const next = prev.catch(() => {}).then(op)
+    const tail = next.catch(() => {})
+    this.busOps.set(channel, tail)
+    void tail.then(() => { if (this.busOps.get(channel) === tail) this.busOps.delete(channel) })
+    return next
+  }
+
+  private onPublication (pub: Publication): void {
+    const state = this.channels.get(pub.channel)
+    if (state === undefined) return
+    if (state.phase !== 'live') { state.pending.push(pub); return }
+    this.accept(state, pub)
+  }
+
+  private accept (state: ChannelState, pub: Publication): void {
+    if (pub.epoch === state.epoch) {
+      if (pub.offset <= state.offset) return // already dispatched (replayed by a resync)
+      if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub); return }
+    }
+    // A gap or a new epoch: hold this one and catch up from history first.
+    state.pending.push(pub)
+    this.resync(state)
+  }
+
+  private dispatch (state: ChannelState, pub: Publication): void {
+    this.options.onDispatch?.(pub)
+    for (const [sink, sub] of state.subs) {
+      if (sub.buffer !== null) sub.buffer.push(pub)
+      else if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
+    }
+  }
+
+  private deliverTo (sink: Sink, sub: Subscription, pub: Publication): void {
+    if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
+  }
+
+  private drainPending (state: ChannelState): void {
+    const pending = state.pending
+    state.pending = []
+    for (let i = 0; i < pending.length; i++) {
+      if (state.phase !== 'live') { state.pending.push(...pending.slice(i)); return }
+      this.accept(state, pending[i])
+    }
+  }
+
+  /**
+   * Brings a channel back in step with the bus after a gap or a reconnect: reads what was missed from history
+   * and dispatches it before anything newer. If the stream was reset (new epoch) or history no longer reaches
+   * back, every subscriber is told it lost its place.
+   */
+  private resync (state: ChannelState, retrying = false): void {
+    if (state.phase === 'syncing' && !retrying) return
+    state.phase = 'syncing'
+    const channel = state.name
+    this.options.broker.history(channel, { since: state.offset, limit: this.options.replayLimit }).then(({ top, earliest, publications }) => {
+      if (this.channels.get(channel) !== state) return
+      let reason: RecoveryFailure | undefined
+      if (top.epoch !== state.epoch) reason = 'epoch_changed'
+      else if (top.offset < state.offset) reason = 'offset_ahead'
+      else if (top.offset > state.offset && (earliest > state.offset + 1 || publications.length < top.offset - state.offset)) reason = 'history_trimmed'
+      if (reason !== undefined) {
+        this.options.log.warn({ channel, reason, offset: state.offset, epoch: state.epoch, top }, 'channel lost its position; subscribers must resubscribe')
+        state.offset = top.offset
+        state.epoch = top.epoch
+        state.pending = state.pending.filter((p) => p.epoch === top.epoch && p.offset > top.offset)
+        const sinks = [...state.subs.keys()]
+        state.subs.clear()
+        state.phase = 'live'
+        for (const sink of sinks) sink.lost(channel, reason)
+        this.releaseIfIdle(state)
+        this.drainPending(state)
+        return
+      }
+      for (const pub of publications) {
+        if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub) }
+      }
+      state.phase = 'live'
+      this.drainPending(state)
+    }, (err) => {
+      if (this.channels.get(channel) !== state) return
+      this.options.log.warn({ err: (err as Error).message, channel }, 'history catch-up failed; retrying')
+      clearTimeout(state.retry)
+      state.retry = setTimeout(() => { if (this.channels.get(channel) === state) this.resync(state, true) }, 500).unref()
+    })
+  }
+}

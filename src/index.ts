@@ -1,0 +1,8 @@
+export { default as herald, default, type HeraldOptions } from './app.js'
+export { type HeraldConfig, defaultConfig, loadEnv, configFromEnv, ConfigError } from './config.js'
+export { Errors, ERROR_CODES, isHeraldError, type HeraldError } from './errors.js'
+export { CloseCodes, shouldReconnect } from './protocol/codes.js'
+export { encodeCursor, decodeCursor, type Cursor, type StreamPosition } from './protocol/cursor.js'
+export { MemoryBroker, RedisBroker, createBroker, type Broker, type Publication, type PublishRequest, type PublishResult } from './bus/index.js'
+export { Hub, type Sink, type SubscribeResult } from './hub/hub.js'
+export type { Principal } from './auth/permissions.js'

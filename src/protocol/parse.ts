@@ -1,0 +1,38 @@
+import { Errors, type HeraldError } from '../errors.js'
+import { isValidChannel } from './channel.js'
+import { type ClientFrame, type ClientFrameType, clientFrameCheckers } from './frames.js'
+
+export type ParsedFrame = { ok: true, frame: ClientFrame } | { ok: false, error: HeraldError, id?: string, channel?: string }
+
+/**
+ * Parses one client text frame. Never throws: a bad frame yields the error to answer with, and the frame's
+ * `id` when it had a readable one, so the error can be correlated.
+ */
+export function parseClientFrame (text: string): ParsedFrame {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return { ok: false, error: new Errors.MALFORMED_JSON() }
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { ok: false, error: new Errors.BAD_FRAME('client', 'a frame is a JSON object with a "type"') }
+  }
+  const obj = value as Record<string, unknown>
+  const id = typeof obj.id === 'string' && obj.id.length <= 128 ? obj.id : undefined
+  const channel = typeof obj.channel === 'string' && isValidChannel(obj.channel) ? obj.channel : undefined
+  const type = obj.type
+  if (typeof type !== 'string' || !Object.hasOwn(clientFrameCheckers, type)) {
+    return { ok: false, error: new Errors.UNKNOWN_FRAME(JSON.stringify(type ?? null).slice(0, 64)), id }
+  }
+  if ('channel' in obj && !isValidChannel(obj.channel)) {
+    return { ok: false, error: new Errors.BAD_CHANNEL(JSON.stringify(obj.channel).slice(0, 160)), id }
+  }
+  const checker = clientFrameCheckers[type as ClientFrameType]
+  if (!checker.Check(obj)) {
+    const first = checker.Errors(obj)[0]
+    const where = first === undefined ? '' : (first.instancePath === '' ? '' : first.instancePath + ' ') + first.message
+    return { ok: false, error: new Errors.BAD_FRAME(type, where), id, channel }
+  }
+  return { ok: true, frame: obj as ClientFrame }
+}

@@ -1,0 +1,92 @@
+import type { FastifyReply } from 'fastify'
+import Type from 'typebox'
+import { CHANNEL_PATTERN } from './protocol/channel.js'
+import { EventName, FrameId } from './protocol/frames.js'
+
+/** TypeBox schemas of the REST routes (frames live in protocol/frames.ts). */
+
+export const ErrorBody = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String({ description: 'HERALD_ERR_* (docs/errors.md)' }),
+  error: Type.String(),
+  message: Type.String()
+}, { description: 'Error' })
+
+export const ChannelParams = Type.Object({
+  channel: Type.String({ pattern: CHANNEL_PATTERN, description: 'Channel name: 1–128 of A-Z a-z 0-9 _ - . : @' })
+})
+
+export const PublishBody = Type.Object({
+  data: Type.Unknown({ description: 'Any JSON value' }),
+  event: Type.Optional(EventName),
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false, required: ['data'] })
+
+export const PublishHeaders = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'Same as body `id`' }))
+})
+
+export const PublishReply = Type.Object({
+  channel: Type.String(),
+  offset: Type.Integer({ minimum: 1 }),
+  epoch: Type.String(),
+  duplicate: Type.Boolean({ description: 'True when the idempotency key had been used: this is the first publish\'s result' })
+})
+
+export const HistoryQuery = Type.Object({
+  since: Type.Integer({ minimum: 0, default: 0, description: 'Return events after this offset' }),
+  limit: Type.Integer({ minimum: 0, default: 100, description: 'At most this many (up to HISTORY_LIMIT_MAX)' }),
+  token: Type.Optional(Type.String())
+})
+
+export const EventObject = Type.Object({
+  type: Type.Literal('event'),
+  channel: Type.String(),
+  offset: Type.Integer(),
+  epoch: Type.String(),
+  ts: Type.Integer(),
+  event: Type.Optional(Type.String()),
+  data: Type.Unknown()
+})
+
+export const HistoryReply = Type.Object({
+  channel: Type.String(),
+  epoch: Type.String(),
+  offset: Type.Integer({ description: 'Newest offset of the channel' }),
+  earliest: Type.Integer({ description: 'Oldest offset still in history (offset + 1 when empty)' }),
+  truncated: Type.Boolean({ description: 'True when events after `since` are missing because history no longer reaches back' }),
+  events: Type.Array(EventObject)
+})
+
+export const StreamQuery = Type.Object({
+  channel: Type.Array(Type.String(), { description: 'Channels to subscribe (repeat the parameter)' }),
+  cursor: Type.Optional(Type.String({ description: 'Resume position from a previous `id:` / `cursor`' })),
+  token: Type.Optional(Type.String({ description: 'JWT, for clients that cannot send an Authorization header' }))
+})
+
+export const PollQuery = Type.Object({
+  channel: Type.Array(Type.String(), { description: 'Channels to poll (repeat the parameter)' }),
+  cursor: Type.Optional(Type.String({ description: 'The `cursor` of the previous answer' })),
+  timeout: Type.Optional(Type.Number({ minimum: 0, description: 'Seconds to wait for an event (capped at POLL_TIMEOUT_MAX; default 25 or the cap)' })),
+  token: Type.Optional(Type.String())
+})
+
+export const PollReply = Type.Object({
+  events: Type.Array(EventObject),
+  cursor: Type.String({ description: 'Send it back with the next poll' }),
+  recovery: Type.Optional(Type.Array(Type.Object({
+    channel: Type.String(),
+    recovered: Type.Literal(false),
+    reason: Type.String(),
+    offset: Type.Integer(),
+    epoch: Type.String()
+  }), { description: 'Channels whose cursor position could not be resumed; they continue from `offset`' }))
+})
+
+/**
+ * Sends a body that is already JSON text (stored event frames spliced together). Fastify sends a string as it
+ * is, without running the response serializer; the route's response schema still documents its shape.
+ */
+export function sendJsonText (reply: unknown, text: string): void {
+  void (reply as FastifyReply).type('application/json; charset=utf-8').send(text)
+}

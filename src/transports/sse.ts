@@ -1,0 +1,107 @@
+import type { ServerResponse } from 'node:http'
+import type { Publication } from '../bus/broker.js'
+import type { HeraldContext } from '../context.js'
+import type { Sink, SubscribeResult, RecoveryFailure } from '../hub/hub.js'
+import type { Connection } from '../hub/connections.js'
+import type { Principal } from '../auth/permissions.js'
+import type { StreamRequest } from './stream-request.js'
+import { type Cursor, encodeCursor } from '../protocol/cursor.js'
+import { CloseCodes } from '../protocol/codes.js'
+import { Errors, isHeraldError } from '../errors.js'
+import { errorFrame } from './transport.js'
+
+/**
+ * One Server-Sent Events stream. Each message's `data:` is a server frame (the same JSON as on the WebSocket);
+ * every `subscribed` and `event` message carries an `id:` holding the cursor of all the stream's channels,
+ * so a reconnect with `Last-Event-ID` resumes every channel exactly after the last message received — on any node.
+ */
+export class SseSession implements Sink, Connection {
+  readonly transport = 'sse' as const
+  readonly id: string
+  private readonly positions: Cursor = new Map()
+  private readonly channels = new Set<string>()
+  private closed = false
+  private readonly heartbeat: NodeJS.Timeout
+  readonly openedAt = Date.now()
+
+  constructor (private readonly ctx: HeraldContext, private readonly res: ServerResponse, readonly principal: Principal, headers: Record<string, string | number | string[] | undefined>) {
+    this.id = ctx.connections.newId()
+    res.writeHead(200, {
+      ...headers,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no'
+    })
+    res.socket?.setNoDelay(true)
+    res.write('retry: 1000\n' + this.message(JSON.stringify({ type: 'connected', client: this.id, sub: principal.sub, pingInterval: ctx.config.sseHeartbeatSeconds })))
+    this.heartbeat = setInterval(() => this.write(': hb\n\n'), ctx.config.sseHeartbeatSeconds * 1000).unref()
+    res.on('close', () => this.cleanup())
+    ctx.connections.add(this)
+  }
+
+  /** Subscribes every requested channel, resuming those the cursor has a position for. */
+  start (request: StreamRequest): void {
+    for (const [channel, pos] of request.cursor) this.positions.set(channel, pos)
+    for (const channel of request.channels) {
+      this.channels.add(channel)
+      this.ctx.hub.subscribe(this, channel, request.cursor.get(channel)).catch((err: unknown) => {
+        if (this.closed) return
+        const herr = isHeraldError(err) ? err : new Errors.INTERNAL()
+        this.ctx.metrics.errors.inc({ code: herr.code })
+        this.write(this.message(errorFrame(herr, undefined, channel)))
+        this.close(CloseCodes.SERVICE_RESTART, 'subscribe failed: ' + herr.code)
+      })
+    }
+  }
+
+  subscribed (result: SubscribeResult): void {
+    if (this.closed) { this.ctx.hub.unsubscribe(this, result.channel); return }
+    this.positions.set(result.channel, { offset: result.offset, epoch: result.epoch })
+    this.write(this.message(JSON.stringify({ type: 'subscribed', ...result }), encodeCursor(this.positions)))
+  }
+
+  deliver (pub: Publication): void {
+    if (this.closed) return
+    if (this.res.writableLength > this.ctx.config.maxBufferBytes) {
+      this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect with Last-Event-ID to resume')
+      return
+    }
+    const pos = this.positions.get(pub.channel)
+    if (pos !== undefined && pos.epoch === pub.epoch) pos.offset = pub.offset
+    else this.positions.set(pub.channel, { offset: pub.offset, epoch: pub.epoch })
+    this.write('id: ' + encodeCursor(this.positions) + '\ndata: ' + pub.frame + '\n\n')
+    this.ctx.metrics.delivered.sse++
+  }
+
+  /** The stream cannot continue this channel without a gap: end it, so the client reconnects and learns `recovered: false`. */
+  lost (channel: string, reason: RecoveryFailure): void {
+    if (this.closed) return
+    this.write(this.message(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: ' + reason, resubscribe: true })))
+    this.close(CloseCodes.INSUFFICIENT_STATE, 'insufficient state')
+  }
+
+  close (code: number, reason: string): void {
+    if (this.closed) return
+    this.write(this.message(JSON.stringify({ type: 'disconnect', code, reason, reconnect: code < 4500 })))
+    this.ctx.log.info({ client: this.id, sub: this.principal.sub, code, reason, ms: Date.now() - this.openedAt }, 'closing sse stream')
+    this.cleanup()
+    this.res.end()
+  }
+
+  private message (data: string, id?: string): string {
+    return (id === undefined ? '' : 'id: ' + id + '\n') + 'data: ' + data + '\n\n'
+  }
+
+  private write (text: string): void {
+    if (!this.closed) this.res.write(text)
+  }
+
+  private cleanup (): void {
+    if (this.closed) return
+    this.closed = true
+    clearInterval(this.heartbeat)
+    for (const channel of this.channels) this.ctx.hub.unsubscribe(this, channel)
+    this.ctx.connections.delete(this)
+  }
+}

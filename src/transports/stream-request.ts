@@ -1,0 +1,33 @@
+import type { Principal } from '../auth/permissions.js'
+import type { HeraldContext } from '../context.js'
+import { can } from '../auth/permissions.js'
+import { isValidChannel } from '../protocol/channel.js'
+import { type Cursor, decodeCursor } from '../protocol/cursor.js'
+import { Errors } from '../errors.js'
+
+export interface StreamRequest {
+  channels: string[]
+  /** Positions to resume from, for the requested channels that have one. */
+  cursor: Cursor
+}
+
+/**
+ * The channels and resume cursor of an SSE or long-poll request, checked in the same order on both:
+ * names, count, permission for each, then the cursor. Throws the HERALD_ERR_* to answer with.
+ */
+export function parseStreamRequest (ctx: HeraldContext, principal: Principal, channelParam: string | string[] | undefined, cursorText: string | undefined): StreamRequest {
+  const channels = [...new Set(channelParam === undefined ? [] : Array.isArray(channelParam) ? channelParam : [channelParam])]
+  if (channels.length === 0) throw new Errors.VALIDATION('at least one "channel" query parameter is required')
+  if (channels.length > ctx.config.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(ctx.config.maxSubscriptions)
+  for (const channel of channels) if (!isValidChannel(channel)) throw new Errors.BAD_CHANNEL(JSON.stringify(channel).slice(0, 160))
+  for (const channel of channels) if (!can(principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
+  const cursor: Cursor = new Map()
+  if (cursorText !== undefined && cursorText !== '') {
+    const decoded = decodeCursor(cursorText)
+    for (const channel of channels) {
+      const pos = decoded.get(channel)
+      if (pos !== undefined) cursor.set(channel, pos)
+    }
+  }
+  return { channels, cursor }
+}
