@@ -7,7 +7,7 @@ import { Value } from 'typebox/value'
  * defaults, bounds and the descriptions printed in the README's configuration table all come from here.
  */
 export const EnvSchema = Type.Object({
-  NODE_ENV: Type.String({ default: 'development', description: '`production` refuses to start without a JWT key and disables dev-only routes.' }),
+  NODE_ENV: Type.String({ default: 'development', description: '`production` refuses to start without a JWT key (no generated development secret).' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'TCP port to listen on.' }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to bind (`0.0.0.0` for all interfaces; the Docker image sets it).' }),
   LOG_LEVEL: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')], { default: 'info', description: 'pino log level.' }),

@@ -6,7 +6,7 @@ export async function generateOpenApi (): Promise<string> {
   const app = Fastify({ logger: false })
   await app.register(herald, { config: { jwt: { secret: 'openapi-generation-only', algorithms: ['HS256'] } }, nodeId: 'openapi', defaultMetrics: false })
   await app.ready()
-  const doc = app.swagger()
+  const res = await app.inject('/openapi.json')
   await app.close()
-  return JSON.stringify(doc, null, 2) + '\n'
+  return JSON.stringify(res.json(), null, 2) + '\n'
 }

@@ -113,8 +113,15 @@ export const PongFrame = Type.Object({
   id: Type.Optional(FrameId)
 })
 
+export const DisconnectFrame = Type.Object({
+  type: Type.Literal('disconnect'),
+  code: Type.Integer({ description: 'A close code of docs/protocol.md' }),
+  reason: Type.String(),
+  reconnect: Type.Boolean({ description: 'Whether the client should reconnect (and resume)' })
+}, { description: 'SSE only: the last message before the server ends the stream' })
+
 export type ServerFrame = Static<typeof ConnectedFrame> | Static<typeof SubscribedFrame> | Static<typeof UnsubscribedFrame> |
-Static<typeof EventFrame> | Static<typeof AckFrame> | Static<typeof ErrorFrame> | Static<typeof PongFrame>
+Static<typeof EventFrame> | Static<typeof AckFrame> | Static<typeof ErrorFrame> | Static<typeof PongFrame> | Static<typeof DisconnectFrame>
 
 export const ServerFrames = {
   connected: ConnectedFrame,
@@ -123,5 +130,6 @@ export const ServerFrames = {
   event: EventFrame,
   ack: AckFrame,
   error: ErrorFrame,
-  pong: PongFrame
+  pong: PongFrame,
+  disconnect: DisconnectFrame
 }

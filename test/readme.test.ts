@@ -1,0 +1,21 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { EnvSchema } from '../src/config.js'
+
+const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+
+test('the README documents every configuration variable with its default', () => {
+  for (const [name, schema] of Object.entries(EnvSchema.properties) as Array<[string, { default?: unknown }]>) {
+    const row = readme.split('\n').find((line) => line.startsWith('| `' + name + '` |'))
+    assert.ok(row !== undefined, `${name} is missing from the README configuration table`)
+    if (schema.default !== undefined) assert.ok(row.includes('`' + String(schema.default) + '`'), `${name}: README default differs from ${String(schema.default)}`)
+  }
+})
+
+test('the README states the two set-up commands and the CI script runs the test command', () => {
+  assert.match(readme, /npm install && npm start/)
+  assert.match(readme, /npm test/)
+  const ci = readFileSync(new URL('../.ci/run', import.meta.url), 'utf8')
+  assert.match(ci, /npm test/)
+})
