@@ -13,6 +13,11 @@ import { Connections } from './hub/connections.js'
 import { Metrics } from './metrics.js'
 import { CloseCodes } from './protocol/codes.js'
 import { Errors, errorBody, isHeraldError, type HeraldError } from './errors.js'
+import { Namespaces, loadNamespacesFile } from './namespaces.js'
+import { PresenceTracker } from './presence/tracker.js'
+import { MemoryPresence } from './presence/presence-memory.js'
+import { RedisPresence } from './presence/presence-redis.js'
+import type { PresenceStore } from './presence/presence.js'
 import authPlugin from './plugins/auth.js'
 import healthRoutes from '../routes/health.js'
 import channelRoutes from '../routes/v1/channels.js'
@@ -36,6 +41,8 @@ export interface HeraldOptions {
   config?: Partial<HeraldConfig>
   /** Use this bus instead of building one from the config; the caller then owns closing it. */
   broker?: Broker
+  /** Use this presence store instead of building one; the caller then owns closing it. */
+  presence?: PresenceStore
   /** Identity of this node in connection ids and logs (random by default). */
   nodeId?: string
   /** Collect process metrics (default true; turn off when several instances share a process). */
@@ -57,17 +64,37 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
   const ownsBroker = opts.broker === undefined
   const nodeId = opts.nodeId ?? randomBytes(3).toString('hex')
   const connections = new Connections(nodeId)
+  const namespaces = new Namespaces(config.namespaces ?? (config.namespacesFile !== undefined ? loadNamespacesFile(config.namespacesFile) : {}),
+    { historySize: config.history.size, historyTtl: config.history.ttlSeconds })
+  let store = opts.presence
+  const ownsPresence = store === undefined && namespaces.anyPresence
+  if (ownsPresence) {
+    store = config.redisUrl !== undefined
+      ? new RedisPresence({ url: config.redisUrl, prefix: config.redisPrefix, ttlSeconds: config.presence.ttlSeconds, log })
+      : new MemoryPresence()
+  }
+  let hub: Hub | undefined
+  const presence = store === undefined
+    ? undefined
+    : new PresenceTracker({ store, namespaces, log, ttlSeconds: config.presence.ttlSeconds, batchMs: config.presence.batchMs, broadcast: (channel, frame) => hub?.broadcast(channel, frame) })
   let metrics: Metrics | undefined
-  const hub = new Hub({
+  hub = new Hub({
     broker,
     log,
+    namespaces,
+    presence,
     replayLimit: Math.max(config.history.size, 1),
     onDispatch: (pub) => metrics?.latency.observe((Date.now() - pub.ts) / 1000),
     onReconnect: () => metrics?.busReconnects.inc()
   })
   metrics = new Metrics(connections, hub, opts.defaultMetrics ?? true)
   const ctx = {
-    nodeId, config, broker, hub, connections, metrics, log, draining: false,
+    nodeId, config, broker, hub, connections, metrics, log, namespaces, presence, draining: false,
+    channelOptions (channel: string) {
+      const options = namespaces.of(channel)
+      if (options === undefined) throw new Errors.UNKNOWN_NAMESPACE(channel)
+      return options
+    },
     drain () {
       if (ctx.draining) return
       ctx.draining = true
@@ -77,9 +104,12 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
   fastify.decorate('herald', ctx)
 
   if (ownsBroker) await broker.connect()
+  if (ownsPresence) await store!.connect()
   fastify.addHook('onClose', async () => {
     ctx.drain()
-    hub.close()
+    hub!.close()
+    presence?.close()
+    if (ownsPresence) await store!.close()
     if (ownsBroker) await broker.close()
   })
 

@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
+import type { NamespacesFile } from './namespaces.js'
 
 /**
  * Every setting Herald reads from its environment. The schema is the single source of truth:
@@ -29,6 +30,9 @@ export const EnvSchema = Type.Object({
   SSE_HEARTBEAT: Type.Integer({ minimum: 1, maximum: 300, default: 15, description: 'Seconds between SSE heartbeat comments.' }),
   WS_PING_INTERVAL: Type.Integer({ minimum: 1, maximum: 300, default: 25, description: 'Seconds between server WebSocket pings; a client that misses one pong is terminated.' }),
   MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 4 * 1024 * 1024, description: 'Outbound bytes a WebSocket or SSE connection may have queued before it is evicted as a slow consumer.' }),
+  NAMESPACES_FILE: Type.Optional(Type.String({ minLength: 1, description: 'Path of the namespaces file (JSON or YAML; docs/namespaces.md). Unset: every namespace takes the defaults.' })),
+  PRESENCE_TTL: Type.Integer({ minimum: 3, maximum: 3600, default: 30, description: 'Seconds a presence entry outlives its node without being refreshed (the bound on ghost members after a crash).' }),
+  PRESENCE_BATCH_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 200, description: 'Window (ms) over which join/leave changes are batched into one frame.' }),
   DRAIN_TIMEOUT: Type.Integer({ minimum: 0, maximum: 600, default: 10, description: 'Seconds a graceful shutdown waits for connections to finish.' })
 })
 
@@ -51,6 +55,10 @@ export interface HeraldConfig {
   wsPingIntervalSeconds: number
   maxBufferBytes: number
   drainTimeoutSeconds: number
+  /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
+  namespaces?: NamespacesFile
+  namespacesFile?: string
+  presence: { ttlSeconds: number, batchMs: number }
 }
 
 export class ConfigError extends Error {
@@ -100,7 +108,9 @@ export function configFromEnv (env: Env): HeraldConfig {
     sseHeartbeatSeconds: env.SSE_HEARTBEAT,
     wsPingIntervalSeconds: env.WS_PING_INTERVAL,
     maxBufferBytes: env.MAX_BUFFER_BYTES,
-    drainTimeoutSeconds: env.DRAIN_TIMEOUT
+    drainTimeoutSeconds: env.DRAIN_TIMEOUT,
+    namespacesFile: env.NAMESPACES_FILE,
+    presence: { ttlSeconds: env.PRESENCE_TTL, batchMs: env.PRESENCE_BATCH_MS }
   }
 }
 

@@ -4,6 +4,8 @@ import type { Broker } from './bus/broker.js'
 import type { Hub } from './hub/hub.js'
 import type { Connections } from './hub/connections.js'
 import type { Metrics } from './metrics.js'
+import type { NamespaceOptions, Namespaces } from './namespaces.js'
+import type { PresenceTracker } from './presence/tracker.js'
 
 /** What every transport needs, built once per Herald instance (see plugins/herald.ts). */
 export interface HeraldContext {
@@ -14,6 +16,11 @@ export interface HeraldContext {
   readonly connections: Connections
   readonly metrics: Metrics
   readonly log: Logger
+  readonly namespaces: Namespaces
+  /** Present when some namespace enables presence. */
+  readonly presence?: PresenceTracker
+  /** The options of a channel's namespace; throws HERALD_ERR_UNKNOWN_NAMESPACE when its namespace is refused. */
+  channelOptions: (channel: string) => NamespaceOptions
   /** True once shutdown began: readyz fails, new connections are refused, existing ones are ended. */
   draining: boolean
 }

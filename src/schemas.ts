@@ -83,6 +83,22 @@ export const PollReply = Type.Object({
   }), { description: 'Channels whose cursor position could not be resumed; they continue from `offset`' }))
 })
 
+export const PresenceReply = Type.Object({
+  channel: Type.String(),
+  members: Type.Array(Type.Object({
+    sub: Type.String(),
+    info: Type.Optional(Type.Unknown()),
+    connections: Type.Array(Type.Object({ client: Type.String(), connectedAt: Type.Integer() }))
+  })),
+  count: Type.Object({ members: Type.Integer(), connections: Type.Integer() })
+})
+
+export const PresenceCountReply = Type.Object({
+  channel: Type.String(),
+  members: Type.Integer({ description: 'Distinct subs' }),
+  connections: Type.Integer()
+})
+
 /**
  * Sends a body that is already JSON text (stored event frames spliced together). Fastify sends a string as it
  * is, without running the response serializer; the route's response schema still documents its shape.

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { ChannelParams, ErrorBody, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply , sendJsonText } from '../../src/schemas.js'
+import { ChannelParams, ErrorBody, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply , sendJsonText } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
+import { presenceCountOf, presenceOf } from '../../src/presence/query.js'
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody }
 
@@ -28,7 +29,8 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     const headerKey = request.headers['idempotency-key']
     const { data, event, id } = request.body
     if (headerKey !== undefined && id !== undefined && headerKey !== id) throw new Errors.VALIDATION('Idempotency-Key header and body "id" differ')
-    const result = await ctx.broker.publish({ channel, data, event, idempotencyKey: id ?? headerKey })
+    const ns = ctx.channelOptions(channel)
+    const result = await ctx.broker.publish({ channel, data, event, idempotencyKey: id ?? headerKey, historySize: ns.historySize, historyTtlSeconds: ns.historyTtl })
     if (!result.duplicate) ctx.metrics.published.inc({ transport: 'rest' })
     return reply.code(201).send(result)
   })
@@ -48,12 +50,41 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     const { since, limit } = request.query
     fastify.authorize(request.principal!, 'subscribe', channel)
     if (limit > ctx.config.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${ctx.config.history.limitMax}`)
-    const { publications, top, earliest } = await ctx.broker.history(channel, { since, limit })
+    const ns = ctx.channelOptions(channel)
+    const { publications, top, earliest } = await ctx.broker.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })
     const truncated = since < top.offset && earliest > since + 1
     // The stored frames are already JSON: splice them in rather than parse and re-serialise each.
     const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
       ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
     sendJsonText(reply, body)
+  })
+
+  fastify.get('/channels/:channel/presence', {
+    schema: {
+      summary: 'Who is subscribed',
+      description: 'Members (one per token `sub`, with their connections), cluster-wide. Needs `presence` in the channel\'s namespace and subscribe permission.',
+      tags: ['presence'],
+      security: [{ bearer: [] }],
+      params: ChannelParams,
+      response: { 200: PresenceReply, ...errors, 404: ErrorBody }
+    }
+  }, async (request) => {
+    const { channel } = request.params
+    return { channel, ...await presenceOf(ctx, request.principal!, channel) }
+  })
+
+  fastify.get('/channels/:channel/presence/count', {
+    schema: {
+      summary: 'How many are subscribed',
+      description: 'Distinct members and connections, cluster-wide; cheaper than the full list.',
+      tags: ['presence'],
+      security: [{ bearer: [] }],
+      params: ChannelParams,
+      response: { 200: PresenceCountReply, ...errors, 404: ErrorBody }
+    }
+  }, async (request) => {
+    const { channel } = request.params
+    return { channel, ...await presenceCountOf(ctx, request.principal!, channel) }
   })
 }
 

@@ -9,6 +9,8 @@ interface ChannelStream {
   entries: Publication[]
   idempotency: Map<string, { offset: number, hash: string, expires: number }>
   lastUsed: number
+  /** Age bound of the channel's namespace, once known. */
+  ttlSeconds?: number
 }
 
 const SWEEP_MS = 30_000
@@ -38,6 +40,7 @@ export class MemoryBroker implements Broker {
     if (this.closed) throw new Errors.BUS_UNAVAILABLE('bus closed')
     const now = Date.now()
     const stream = this.stream(req.channel, now)
+    if (req.historyTtlSeconds !== undefined) stream.ttlSeconds = req.historyTtlSeconds
     let hash = ''
     if (req.idempotencyKey !== undefined) {
       hash = contentHash(req)
@@ -50,10 +53,9 @@ export class MemoryBroker implements Broker {
     const offset = ++stream.top
     const frame = frameHead(JSON.stringify(req.channel), offset, stream.epoch) + frameTail(req, now)
     const pub: Publication = { channel: req.channel, offset, epoch: stream.epoch, ts: now, frame }
-    if (this.options.history.size > 0) {
-      stream.entries.push(pub)
-      if (stream.entries.length > this.options.history.size) stream.entries.shift()
-    }
+    const size = req.historySize ?? this.options.history.size
+    if (size > 0) stream.entries.push(pub)
+    while (stream.entries.length > size) stream.entries.shift()
     if (req.idempotencyKey !== undefined) {
       stream.idempotency.set(req.idempotencyKey, { offset, hash, expires: now + this.options.idempotencyTtlSeconds * 1000 })
     }
@@ -65,7 +67,7 @@ export class MemoryBroker implements Broker {
     if (this.closed) throw new Errors.BUS_UNAVAILABLE('bus closed')
     const now = Date.now()
     const stream = this.stream(channel, now)
-    this.trimExpired(stream, now)
+    this.trimExpired(stream, now, req.historyTtlSeconds)
     const { entries, top } = stream
     const earliest = entries.length > 0 ? entries[0].offset : top + 1
     const publications: Publication[] = []
@@ -95,8 +97,9 @@ export class MemoryBroker implements Broker {
     return stream
   }
 
-  private trimExpired (stream: ChannelStream, now: number): void {
-    const minTs = now - this.options.history.ttlSeconds * 1000
+  private trimExpired (stream: ChannelStream, now: number, ttlSeconds?: number): void {
+    if (ttlSeconds !== undefined) stream.ttlSeconds = ttlSeconds
+    const minTs = now - (stream.ttlSeconds ?? this.options.history.ttlSeconds) * 1000
     let n = 0
     while (n < stream.entries.length && stream.entries[n].ts < minTs) n++
     if (n > 0) stream.entries.splice(0, n)

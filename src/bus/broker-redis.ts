@@ -134,7 +134,7 @@ export class RedisBroker implements Broker {
     const idemKey = req.idempotencyKey === undefined ? base + ':m' : base + ':i:' + req.idempotencyKey
     const reply = await this.call(() => this.cmd.heraldPublish(
       base + ':m', base + ':s', idemKey,
-      frameTail(req, ts), newEpoch(), history.size, history.ttlSeconds, history.metaTtlSeconds,
+      frameTail(req, ts), newEpoch(), req.historySize ?? history.size, req.historyTtlSeconds ?? history.ttlSeconds, history.metaTtlSeconds,
       idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts))
     if (reply[0] === 'dup') {
       const [offset, epoch, prevHash] = String(reply[1]).split(' ')
@@ -146,7 +146,7 @@ export class RedisBroker implements Broker {
 
   async history (channel: string, req: HistoryRequest): Promise<HistoryResult> {
     const base = this.base(channel)
-    const minTs = Date.now() - this.options.history.ttlSeconds * 1000
+    const minTs = Date.now() - (req.historyTtlSeconds ?? this.options.history.ttlSeconds) * 1000
     const [epoch, top, earliest, entries] = await this.call(() => this.cmd.heraldHistory(
       base + ':m', base + ':s', req.since, req.limit, newEpoch(), this.options.history.metaTtlSeconds, minTs))
     const publications: Publication[] = entries.map(([id, fields]) => ({

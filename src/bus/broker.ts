@@ -27,6 +27,9 @@ export interface PublishRequest {
   event?: string
   /** Makes a retried publish return the first result instead of publishing twice (within the idempotency window). */
   idempotencyKey?: string
+  /** History bounds for this channel's namespace (default: the broker's). */
+  historySize?: number
+  historyTtlSeconds?: number
 }
 
 export interface PublishResult {
@@ -42,6 +45,8 @@ export interface HistoryRequest {
   since: number
   /** Return at most this many (0: none, only the stream position). */
   limit: number
+  /** Age bound of this channel's namespace (default: the broker's). */
+  historyTtlSeconds?: number
 }
 
 export interface HistoryResult {

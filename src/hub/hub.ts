@@ -1,6 +1,9 @@
 import type { Logger } from 'pino'
 import type { Broker, Publication } from '../bus/broker.js'
 import type { StreamPosition } from '../protocol/cursor.js'
+import type { PresenceMember } from '../presence/presence.js'
+import type { PresenceTracker } from '../presence/tracker.js'
+import type { Namespaces } from '../namespaces.js'
 import { Errors } from '../errors.js'
 
 /** Why a resume could not be honoured. */
@@ -24,6 +27,8 @@ export interface SubscribeResult {
  */
 export interface Sink {
   readonly id: string
+  /** Who this sink is in presence; sinks without one (long-polls) never join presence. */
+  readonly member?: PresenceMember
   /** A subscription is ready: called right before its replay (if any), then live events follow. */
   subscribed: (result: SubscribeResult) => void
   deliver: (pub: Publication) => void
@@ -33,6 +38,8 @@ export interface Sink {
    * resubscribe from its last position, which will answer `recovered: false`.
    */
   lost: (channel: string, reason: RecoveryFailure) => void
+  /** A non-event frame for the channel's subscribers (presence changes), serialised once for all of them. */
+  notify?: (channel: string, frame: string) => void
 }
 
 interface Subscription {
@@ -40,6 +47,8 @@ interface Subscription {
   offset: number
   /** Live publications held back while the subscription's history replay is being read. */
   buffer: Publication[] | null
+  /** Whether the sink joined presence for this channel (and must leave it). */
+  present: boolean
 }
 
 type Phase = 'activating' | 'live' | 'syncing'
@@ -64,6 +73,8 @@ export interface HubOptions {
   log: Logger
   /** How many events a resume may replay: the history size. */
   replayLimit: number
+  namespaces?: Namespaces
+  presence?: PresenceTracker
   /** Called once per live publication dispatched on this node (for the latency histogram). */
   onDispatch?: (pub: Publication) => void
   onReconnect?: () => void
@@ -103,9 +114,22 @@ export class Hub {
    * buffered during the history read and merged by offset), or the result says why they cannot be.
    */
   async subscribe (sink: Sink, channel: string, since?: StreamPosition): Promise<SubscribeResult> {
-    const state = await this.activate(channel)
+    if (this.channels.get(channel)?.subs.has(sink) === true) throw new Errors.ALREADY_SUBSCRIBED(channel)
+    const ns = this.options.namespaces?.of(channel)
+    const maxSubscribers = ns?.maxSubscribers ?? 0
+    if (maxSubscribers > 0 && this.subscriberCount(channel) >= maxSubscribers) throw new Errors.CHANNEL_FULL(channel, `${maxSubscribers} subscribers on this node`)
+    const { presence } = this.options
+    const member = sink.member !== undefined && presence?.enabled(channel) === true ? sink.member : undefined
+    if (member !== undefined && !(await presence!.join(channel, member))) throw new Errors.CHANNEL_FULL(channel, `${ns?.maxMembers ?? 0} members`)
+    let state: ChannelState
+    try {
+      state = await this.activate(channel)
+    } catch (err) {
+      if (member !== undefined) presence!.leave(channel, member)
+      throw err
+    }
     if (state.subs.has(sink)) { this.releaseIfIdle(state); throw new Errors.ALREADY_SUBSCRIBED(channel) }
-    const sub: Subscription = { offset: state.offset, buffer: null }
+    const sub: Subscription = { offset: state.offset, buffer: null, present: member !== undefined }
     if (since === undefined) {
       state.subs.set(sink, sub)
       this.releaseIfIdle(state)
@@ -118,7 +142,7 @@ export class Hub {
     this.releaseIfIdle(state)
     let history
     try {
-      history = await this.options.broker.history(channel, { since: since.offset, limit: this.options.replayLimit })
+      history = await this.options.broker.history(channel, { since: since.offset, limit: this.replayLimit(channel), historyTtlSeconds: ns?.historyTtl })
     } catch (err) {
       if (state.subs.get(sink) === sub) this.unsubscribe(sink, channel)
       throw err
@@ -145,15 +169,29 @@ export class Hub {
   /** Removes a subscription; returns false when there was none. */
   unsubscribe (sink: Sink, channel: string): boolean {
     const state = this.channels.get(channel)
-    if (state === undefined || !state.subs.delete(sink)) return false
+    const sub = state?.subs.get(sink)
+    if (state === undefined || sub === undefined) return false
+    state.subs.delete(sink)
+    if (sub.present) this.options.presence?.leave(channel, sink.member!)
     this.releaseIfIdle(state)
     return true
+  }
+
+  /** Sends a frame to every local subscriber of a channel that is past its replay. */
+  broadcast (channel: string, frame: string): void {
+    const state = this.channels.get(channel)
+    if (state === undefined) return
+    for (const [sink, sub] of state.subs) if (sub.buffer === null) sink.notify?.(channel, frame)
   }
 
   /** Stops everything (shutdown): channels are forgotten, the bus is left to its owner to close. */
   close (): void {
     for (const state of this.channels.values()) clearTimeout(state.retry)
     this.channels.clear()
+  }
+
+  private replayLimit (channel: string): number {
+    return Math.max(this.options.namespaces?.of(channel)?.historySize ?? this.options.replayLimit, 1)
   }
 
   private async activate (channel: string): Promise<ChannelState> {
@@ -248,7 +286,7 @@ export class Hub {
     if (state.phase === 'syncing' && !retrying) return
     state.phase = 'syncing'
     const channel = state.name
-    this.options.broker.history(channel, { since: state.offset, limit: this.options.replayLimit }).then(({ top, earliest, publications }) => {
+    this.options.broker.history(channel, { since: state.offset, limit: this.replayLimit(channel), historyTtlSeconds: this.options.namespaces?.of(channel)?.historyTtl }).then(({ top, earliest, publications }) => {
       if (this.channels.get(channel) !== state) return
       let reason: RecoveryFailure | undefined
       if (top.epoch !== state.epoch) reason = 'epoch_changed'
@@ -259,10 +297,13 @@ export class Hub {
         state.offset = top.offset
         state.epoch = top.epoch
         state.pending = state.pending.filter((p) => p.epoch === top.epoch && p.offset > top.offset)
-        const sinks = [...state.subs.keys()]
+        const subs = [...state.subs]
         state.subs.clear()
         state.phase = 'live'
-        for (const sink of sinks) sink.lost(channel, reason)
+        for (const [sink, sub] of subs) {
+          if (sub.present) this.options.presence?.leave(channel, sink.member!)
+          sink.lost(channel, reason)
+        }
         this.releaseIfIdle(state)
         this.drainPending(state)
         return

@@ -43,13 +43,20 @@ export const PingFrame = Type.Object({
   id: Type.Optional(FrameId)
 }, { additionalProperties: false })
 
-export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame }
+export const PresenceFrame = Type.Object({
+  type: Type.Literal('presence'),
+  channel: Channel,
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame, presence: PresenceFrame }
 export type ClientFrameType = keyof typeof ClientFrames
 export type SubscribeFrame = Static<typeof SubscribeFrame>
 export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
 export type PublishFrame = Static<typeof PublishFrame>
 export type PingFrame = Static<typeof PingFrame>
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame
+export type PresenceFrame = Static<typeof PresenceFrame>
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame | PresenceFrame
 
 export const clientFrameCheckers = Object.fromEntries(
   Object.entries(ClientFrames).map(([type, schema]) => [type, Compile(schema as TSchema)])
@@ -113,6 +120,34 @@ export const PongFrame = Type.Object({
   id: Type.Optional(FrameId)
 })
 
+const Member = Type.Object({
+  sub: Type.String(),
+  info: Type.Optional(Type.Unknown()),
+  connections: Type.Array(Type.Object({ client: Type.String(), connectedAt: Type.Integer() }))
+})
+
+export const PresenceReplyFrame = Type.Object({
+  type: Type.Literal('presence'),
+  channel: Channel,
+  id: Type.Optional(FrameId),
+  members: Type.Array(Member, { description: 'One entry per sub (a user with three tabs is one member with three connections)' }),
+  count: Type.Object({ members: Type.Integer(), connections: Type.Integer() })
+}, { description: 'Answer to a presence request' })
+
+export const PresenceDiffFrame = Type.Object({
+  type: Type.Literal('presence_diff'),
+  channel: Channel,
+  joins: Type.Array(Type.Object({ sub: Type.String(), info: Type.Optional(Type.Unknown()) })),
+  leaves: Type.Array(Type.Object({ sub: Type.String() }))
+}, { description: 'Members who joined (first connection) or left (last connection) during the last batch window' })
+
+export const PresenceCountFrame = Type.Object({
+  type: Type.Literal('presence_count'),
+  channel: Channel,
+  members: Type.Integer(),
+  connections: Type.Integer()
+}, { description: 'Counts-only namespaces: sent instead of presence_diff' })
+
 export const DisconnectFrame = Type.Object({
   type: Type.Literal('disconnect'),
   code: Type.Integer({ description: 'A close code of docs/protocol.md' }),
@@ -121,7 +156,8 @@ export const DisconnectFrame = Type.Object({
 }, { description: 'SSE only: the last message before the server ends the stream' })
 
 export type ServerFrame = Static<typeof ConnectedFrame> | Static<typeof SubscribedFrame> | Static<typeof UnsubscribedFrame> |
-Static<typeof EventFrame> | Static<typeof AckFrame> | Static<typeof ErrorFrame> | Static<typeof PongFrame> | Static<typeof DisconnectFrame>
+Static<typeof EventFrame> | Static<typeof AckFrame> | Static<typeof ErrorFrame> | Static<typeof PongFrame> | Static<typeof DisconnectFrame> |
+Static<typeof PresenceReplyFrame> | Static<typeof PresenceDiffFrame> | Static<typeof PresenceCountFrame>
 
 export const ServerFrames = {
   connected: ConnectedFrame,
@@ -131,5 +167,8 @@ export const ServerFrames = {
   ack: AckFrame,
   error: ErrorFrame,
   pong: PongFrame,
-  disconnect: DisconnectFrame
+  disconnect: DisconnectFrame,
+  presence: PresenceReplyFrame,
+  presence_diff: PresenceDiffFrame,
+  presence_count: PresenceCountFrame
 }

@@ -4,6 +4,7 @@ import type { HeraldContext } from '../context.js'
 import type { Sink, SubscribeResult, RecoveryFailure } from '../hub/hub.js'
 import type { Connection } from '../hub/connections.js'
 import type { Principal } from '../auth/permissions.js'
+import type { PresenceMember } from '../presence/presence.js'
 import type { StreamRequest } from './stream-request.js'
 import { type Cursor, encodeCursor } from '../protocol/cursor.js'
 import { CloseCodes } from '../protocol/codes.js'
@@ -23,9 +24,11 @@ export class SseSession implements Sink, Connection {
   private closed = false
   private readonly heartbeat: NodeJS.Timeout
   readonly openedAt = Date.now()
+  readonly member: PresenceMember
 
   constructor (private readonly ctx: HeraldContext, private readonly res: ServerResponse, readonly principal: Principal, headers: Record<string, string | number | string[] | undefined>) {
     this.id = ctx.connections.newId()
+    this.member = { sub: principal.sub, client: this.id, connectedAt: this.openedAt, info: principal.info }
     res.writeHead(200, {
       ...headers,
       'content-type': 'text/event-stream; charset=utf-8',
@@ -72,6 +75,10 @@ export class SseSession implements Sink, Connection {
     else this.positions.set(pub.channel, { offset: pub.offset, epoch: pub.epoch })
     this.write('id: ' + encodeCursor(this.positions) + '\ndata: ' + pub.frame + '\n\n')
     this.ctx.metrics.delivered.sse++
+  }
+
+  notify (_channel: string, frame: string): void {
+    this.write(this.message(frame))
   }
 
   /** The stream cannot continue this channel without a gap: end it, so the client reconnects and learns `recovered: false`. */

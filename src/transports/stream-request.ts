@@ -21,6 +21,7 @@ export function parseStreamRequest (ctx: HeraldContext, principal: Principal, ch
   if (channels.length > ctx.config.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(ctx.config.maxSubscriptions)
   for (const channel of channels) if (!isValidChannel(channel)) throw new Errors.BAD_CHANNEL(JSON.stringify(channel).slice(0, 160))
   for (const channel of channels) if (!can(principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
+  for (const channel of channels) ctx.channelOptions(channel)
   const cursor: Cursor = new Map()
   if (cursorText !== undefined && cursorText !== '') {
     const decoded = decodeCursor(cursorText)

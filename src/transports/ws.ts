@@ -4,12 +4,14 @@ import type { HeraldContext } from '../context.js'
 import type { Sink, SubscribeResult, RecoveryFailure } from '../hub/hub.js'
 import type { Connection } from '../hub/connections.js'
 import type { Principal } from '../auth/permissions.js'
-import type { PublishFrame, SubscribeFrame, UnsubscribeFrame } from '../protocol/frames.js'
+import type { PresenceMember } from '../presence/presence.js'
+import type { PresenceFrame, PublishFrame, SubscribeFrame, UnsubscribeFrame } from '../protocol/frames.js'
 import { can } from '../auth/permissions.js'
 import { CloseCodes } from '../protocol/codes.js'
 import { parseClientFrame } from '../protocol/parse.js'
 import { Errors, isHeraldError, type HeraldError } from '../errors.js'
 import { errorFrame, frameBytes } from './transport.js'
+import { presenceOf } from '../presence/query.js'
 
 type SubState = 'pending' | 'active'
 
@@ -25,9 +27,11 @@ export class WsSession implements Sink, Connection {
   /** Heartbeat: set on every pong; a ping round that finds it false terminates the connection. */
   alive = true
   readonly openedAt = Date.now()
+  readonly member: PresenceMember
 
   constructor (private readonly ctx: HeraldContext, private readonly socket: WebSocket, readonly principal: Principal) {
     this.id = ctx.connections.newId()
+    this.member = { sub: principal.sub, client: this.id, connectedAt: this.openedAt, info: principal.info }
     socket.on('message', (data, isBinary) => this.onMessage(data, isBinary))
     socket.on('pong', () => { this.alive = true })
     socket.on('close', (code, reason) => this.onClose(code, reason.toString()))
@@ -53,6 +57,10 @@ export class WsSession implements Sink, Connection {
     }
     this.socket.send(frameBytes(pub), { binary: false })
     this.ctx.metrics.delivered.ws++
+  }
+
+  notify (channel: string, frame: string): void {
+    if (!this.closed && this.subs.get(channel) === 'active') this.socket.send(frame)
   }
 
   lost (channel: string, reason: RecoveryFailure): void {
@@ -96,12 +104,14 @@ export class WsSession implements Sink, Connection {
       case 'unsubscribe': this.unsubscribe(frame); break
       case 'publish': void this.publish(frame); break
       case 'ping': this.send(JSON.stringify({ type: 'pong', id: frame.id })); break
+      case 'presence': void this.presence(frame); break
     }
   }
 
   private subscribe (frame: SubscribeFrame): void {
     const { channel, since, id } = frame
     if (!can(this.principal, 'subscribe', channel)) { this.fail(new Errors.FORBIDDEN('subscribe', channel), id, channel); return }
+    if (!this.ctx.namespaces.of(channel)) { this.fail(new Errors.UNKNOWN_NAMESPACE(channel), id, channel); return }
     if (this.subs.has(channel)) { this.fail(new Errors.ALREADY_SUBSCRIBED(channel), id, channel); return }
     if (this.subs.size >= this.ctx.config.maxSubscriptions) { this.fail(new Errors.TOO_MANY_SUBSCRIPTIONS(this.ctx.config.maxSubscriptions), id, channel); return }
     this.subs.set(channel, 'pending')
@@ -126,9 +136,22 @@ export class WsSession implements Sink, Connection {
     const { channel, data, event, id } = frame
     if (!can(this.principal, 'publish', channel)) { this.fail(new Errors.FORBIDDEN('publish', channel), id, channel); return }
     try {
-      const result = await this.ctx.broker.publish({ channel, data, event, idempotencyKey: id })
+      const ns = this.ctx.channelOptions(channel)
+      if (!ns.clientPublish) throw new Errors.PUBLISH_DISABLED(channel)
+      const result = await this.ctx.broker.publish({ channel, data, event, idempotencyKey: id, historySize: ns.historySize, historyTtlSeconds: ns.historyTtl })
       if (!result.duplicate) this.ctx.metrics.published.inc({ transport: 'ws' })
       if (id !== undefined) this.ack(id, result)
+    } catch (err) {
+      this.fail(err, id, channel)
+    }
+  }
+
+  private async presence (frame: PresenceFrame): Promise<void> {
+    const { channel, id } = frame
+    try {
+      const members = await presenceOf(this.ctx, this.principal, channel)
+      this.send(JSON.stringify({ type: 'presence', channel, id, ...members }))
+      if (id !== undefined) this.ack(id, { channel })
     } catch (err) {
       this.fail(err, id, channel)
     }

@@ -1,0 +1,93 @@
+import { readFileSync } from 'node:fs'
+import Type, { type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { Value } from 'typebox/value'
+import { parse as parseYaml } from 'yaml'
+import { namespaceOf } from './protocol/channel.js'
+import { ConfigError } from './config.js'
+
+/**
+ * Per-namespace options. A channel's namespace is the part of its name before the first `:`
+ * (`chat:lobby` → `chat`; a name without `:` is in the namespace `""`). Options come from the file named by
+ * NAMESPACES_FILE (JSON or YAML, see docs/namespaces.md); anything not set there takes the defaults below.
+ */
+export const NamespaceOptionsSchema = Type.Object({
+  historySize: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'Events kept per channel (default HISTORY_SIZE)' })),
+  historyTtl: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 * 86400, description: 'Seconds an event stays in history (default HISTORY_TTL)' })),
+  presence: Type.Boolean({ default: false, description: 'Track who is subscribed (presence frame and REST route)' }),
+  joinLeave: Type.Boolean({ default: false, description: 'Send batched join/leave presence frames to subscribers (needs presence)' }),
+  presenceCountsOnly: Type.Boolean({ default: false, description: 'Very large rooms: send only member/connection counts, never member lists' }),
+  maxMembers: Type.Integer({ minimum: 0, default: 0, description: 'Most distinct members (subs) per channel, cluster-wide (needs presence; 0 = unlimited)' }),
+  clientPublish: Type.Boolean({ default: true, description: 'Whether clients may publish over WebSocket (the token must allow it too)' }),
+  maxSubscribers: Type.Integer({ minimum: 0, default: 0, description: 'Most subscribers per channel on one node (0 = unlimited)' }),
+  backpressure: Type.Union([Type.Literal('disconnect'), Type.Literal('drop-oldest'), Type.Literal('coalesce')], {
+    default: 'disconnect', description: 'What to do with a subscriber that cannot keep up'
+  }),
+  coalesceKey: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'For `coalesce`: the field of `data` whose value identifies an event to keep only the newest of' }))
+}, { additionalProperties: false })
+
+export type NamespaceOptions = Static<typeof NamespaceOptionsSchema> & { historySize: number, historyTtl: number }
+
+export const NamespacesFileSchema = Type.Object({
+  defaults: Type.Optional(Type.Partial(NamespaceOptionsSchema)),
+  namespaces: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.@-]{0,128}$' }), Type.Partial(NamespaceOptionsSchema))),
+  unknown: Type.Optional(Type.Union([Type.Literal('default'), Type.Literal('refuse')], { description: 'Channels of namespaces not listed: use the defaults, or refuse them' }))
+}, { additionalProperties: false })
+
+export type NamespacesFile = Static<typeof NamespacesFileSchema>
+
+const checkFile = Compile(NamespacesFileSchema)
+
+/** Resolves the options of a channel's namespace; `undefined` when unknown namespaces are refused. */
+export class Namespaces {
+  private readonly resolved = new Map<string, NamespaceOptions>()
+  private readonly fallback: NamespaceOptions
+  private readonly refuseUnknown: boolean
+
+  constructor (file: NamespacesFile = {}, base: { historySize: number, historyTtl: number }) {
+    const defaults = Value.Default(NamespaceOptionsSchema, { ...base, ...file.defaults }) as NamespaceOptions
+    this.fallback = defaults
+    this.refuseUnknown = file.unknown === 'refuse'
+    for (const [name, options] of Object.entries(file.namespaces ?? {})) {
+      this.resolved.set(name, { ...defaults, ...options } as NamespaceOptions)
+    }
+  }
+
+  /** Options of the channel's namespace, or undefined when that namespace is not allowed. */
+  of (channel: string): NamespaceOptions | undefined {
+    const ns = namespaceOf(channel)
+    const options = this.resolved.get(ns)
+    if (options !== undefined) return options
+    return this.refuseUnknown ? undefined : this.fallback
+  }
+
+  /** True when some namespace needs presence (so the presence store is worth starting). */
+  get anyPresence (): boolean {
+    return this.fallback.presence || [...this.resolved.values()].some((o) => o.presence)
+  }
+}
+
+/** Reads and validates a namespaces file (JSON, or YAML when the name ends in .yaml/.yml). */
+export function loadNamespacesFile (path: string): NamespacesFile {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError([`NAMESPACES_FILE=${JSON.stringify(path)}: cannot read it (${(err as Error).message})`])
+  }
+  let value: unknown
+  try {
+    value = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError([`NAMESPACES_FILE=${JSON.stringify(path)}: not valid ${/\.ya?ml$/i.test(path) ? 'YAML' : 'JSON'} (${(err as Error).message})`])
+  }
+  if (!checkFile.Check(value)) {
+    throw new ConfigError(checkFile.Errors(value).map((e) => `NAMESPACES_FILE ${e.instancePath || '/'}: ${e.message}`))
+  }
+  for (const [name, options] of Object.entries(value.namespaces ?? {})) {
+    if (options.backpressure === 'coalesce' && options.coalesceKey === undefined && value.defaults?.coalesceKey === undefined) {
+      throw new ConfigError([`NAMESPACES_FILE /namespaces/${name}: backpressure "coalesce" needs a coalesceKey`])
+    }
+  }
+  return value
+}

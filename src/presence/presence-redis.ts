@@ -1,0 +1,195 @@
+import { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import type { PresenceChange, PresenceCount, PresenceMember, PresenceStore } from './presence.js'
+import { Errors, isHeraldError } from '../errors.js'
+
+/*
+ * Keys of channel C (same `{C}` hash slot as its stream):
+ *   P:{C}:pm  hash  client -> member JSON
+ *   P:{C}:pz  zset  client -> expiry (ms); refreshed by the client's node
+ *   P:{C}:pu  hash  sub -> number of connections
+ *   P:{C}:pe  pub/sub channel of member-level changes: {"t":"join","m":<member>} / {"t":"leave","sub":…}
+ * Every script first removes expired entries (a dead node's), announcing the leaves they cause.
+ */
+const CLEANUP = `
+local function cleanup(now)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
+  for _, c in ipairs(expired) do
+    local json = redis.call('HGET', KEYS[1], c)
+    redis.call('HDEL', KEYS[1], c)
+    redis.call('ZREM', KEYS[2], c)
+    if json then
+      local sub = cjson.decode(json).sub
+      if redis.call('HINCRBY', KEYS[3], sub, -1) <= 0 then
+        redis.call('HDEL', KEYS[3], sub)
+        redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'leave', sub = sub}))
+      end
+    end
+  end
+end
+local function touch(ttl)
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+`
+
+// ARGV: now, client, sub, member JSON, expiry, maxMembers, key ttl ms
+const JOIN = CLEANUP + `
+cleanup(ARGV[1])
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+  return 0
+end
+local n = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+if n == 0 and tonumber(ARGV[6]) > 0 and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[6]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
+n = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+touch(ARGV[7])
+if n == 1 then
+  redis.call('PUBLISH', KEYS[4], '{"t":"join","m":' .. ARGV[4] .. '}')
+  return 1
+end
+return 0
+`
+
+// ARGV: now, client, sub
+const LEAVE = CLEANUP + `
+cleanup(ARGV[1])
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
+  redis.call('HDEL', KEYS[3], ARGV[3])
+  redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'leave', sub = ARGV[3]}))
+end
+return 1
+`
+
+// ARGV: now, expiry, key ttl ms, clients...
+const REFRESH = CLEANUP + `
+cleanup(ARGV[1])
+for i = 4, #ARGV do redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[i]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then touch(ARGV[3]) end
+return 1
+`
+
+// ARGV: now
+const LIST = CLEANUP + `
+cleanup(ARGV[1])
+return redis.call('HVALS', KEYS[1])
+`
+
+const COUNT = CLEANUP + `
+cleanup(ARGV[1])
+return {redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[1])}
+`
+
+type Script = (...args: Array<string | number>) => Promise<unknown>
+type RedisWithPresence = Redis & { presenceJoin: Script, presenceLeave: Script, presenceRefresh: Script, presenceList: Script, presenceCount: Script }
+
+export interface RedisPresenceOptions { url: string, prefix: string, ttlSeconds: number, log: Logger }
+
+export class RedisPresence implements PresenceStore {
+  readonly kind = 'redis' as const
+  private readonly cmd: RedisWithPresence
+  private readonly sub: Redis
+  private readonly watched = new Map<string, string>()
+  private handler: (change: PresenceChange) => void = () => {}
+  private closing = false
+
+  constructor (private readonly options: RedisPresenceOptions) {
+    const common = {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (times: number) => this.closing ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)
+    }
+    this.cmd = new Redis(options.url, { ...common, commandTimeout: 5000, connectionName: 'herald-presence' }) as RedisWithPresence
+    for (const [name, lua] of [['presenceJoin', JOIN], ['presenceLeave', LEAVE], ['presenceRefresh', REFRESH], ['presenceList', LIST], ['presenceCount', COUNT]]) {
+      this.cmd.defineCommand(name, { numberOfKeys: 4, lua })
+    }
+    this.sub = new Redis(options.url, { ...common, autoResubscribe: false, connectionName: 'herald-presence-sub' })
+    for (const conn of [this.cmd, this.sub]) conn.on('error', (err: Error) => options.log.warn({ err: err.message }, 'presence redis connection error'))
+    this.sub.on('message', (name: string, message: string) => this.onMessage(name, message))
+    this.sub.on('ready', () => {
+      const names = [...this.watched.keys()]
+      if (names.length > 0) this.sub.subscribe(...names).catch(() => this.sub.disconnect(true))
+    })
+  }
+
+  setHandler (handler: (change: PresenceChange) => void): void { this.handler = handler }
+
+  async connect (): Promise<void> { await Promise.all([this.cmd.connect(), this.sub.connect()]) }
+
+  async join (channel: string, member: PresenceMember, maxMembers: number): Promise<{ joined: boolean, full: boolean }> {
+    const now = Date.now()
+    const ttl = this.options.ttlSeconds * 1000
+    const result = Number(await this.call(() => this.cmd.presenceJoin(...this.keys(channel), now, member.client, member.sub,
+      JSON.stringify(member), now + ttl, maxMembers, ttl * 2)))
+    return { joined: result === 1, full: result === -1 }
+  }
+
+  async leave (channel: string, member: PresenceMember): Promise<void> {
+    await this.call(() => this.cmd.presenceLeave(...this.keys(channel), Date.now(), member.client, member.sub))
+  }
+
+  async list (channel: string): Promise<PresenceMember[]> {
+    const values = await this.call(() => this.cmd.presenceList(...this.keys(channel), Date.now())) as string[]
+    return values.map((v) => JSON.parse(v) as PresenceMember)
+  }
+
+  async count (channel: string): Promise<PresenceCount> {
+    const [members, connections] = await this.call(() => this.cmd.presenceCount(...this.keys(channel), Date.now())) as [number, number]
+    return { members: Number(members), connections: Number(connections) }
+  }
+
+  async refresh (channel: string, clients: string[]): Promise<void> {
+    const now = Date.now()
+    const ttl = this.options.ttlSeconds * 1000
+    await this.call(() => this.cmd.presenceRefresh(...this.keys(channel), now, now + ttl, ttl * 2, ...clients))
+  }
+
+  async watch (channel: string): Promise<void> {
+    const name = this.keys(channel)[3]
+    this.watched.set(name, channel)
+    if (this.sub.status === 'ready') await this.call(() => this.sub.subscribe(name))
+  }
+
+  async unwatch (channel: string): Promise<void> {
+    const name = this.keys(channel)[3]
+    this.watched.delete(name)
+    if (this.sub.status === 'ready') await this.sub.unsubscribe(name).catch(() => {})
+  }
+
+  async close (): Promise<void> {
+    this.closing = true
+    await Promise.allSettled([this.cmd.quit(), this.sub.quit()])
+    this.cmd.disconnect()
+    this.sub.disconnect()
+  }
+
+  private keys (channel: string): [string, string, string, string] {
+    const base = this.options.prefix + ':{' + channel + '}:p'
+    return [base + 'm', base + 'z', base + 'u', base + 'e']
+  }
+
+  private onMessage (name: string, message: string): void {
+    const channel = this.watched.get(name)
+    if (channel === undefined) return
+    try {
+      const msg = JSON.parse(message) as { t: string, m?: PresenceMember, sub?: string }
+      if (msg.t === 'join' && msg.m !== undefined) this.handler({ channel, type: 'join', sub: msg.m.sub, info: msg.m.info })
+      else if (msg.t === 'leave' && msg.sub !== undefined) this.handler({ channel, type: 'leave', sub: msg.sub })
+    } catch (err) {
+      this.options.log.warn({ err, channel }, 'bad presence message')
+    }
+  }
+
+  private async call<T> (fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      if (isHeraldError(err)) throw err
+      throw new Errors.BUS_UNAVAILABLE((err as Error).message)
+    }
+  }
+}
