@@ -3,6 +3,8 @@ import fp from 'fastify-plugin'
 import fastifyCors from '@fastify/cors'
 import fastifySwagger from '@fastify/swagger'
 import fastifyWebsocket from '@fastify/websocket'
+import fastifyRateLimit from '@fastify/rate-limit'
+import { Redis } from 'ioredis'
 import { randomBytes } from 'node:crypto'
 import { type HeraldConfig, defaultConfig } from './config.js'
 import type { Broker } from './bus/broker.js'
@@ -18,6 +20,7 @@ import { PresenceTracker } from './presence/tracker.js'
 import { MemoryPresence } from './presence/presence-memory.js'
 import { RedisPresence } from './presence/presence-redis.js'
 import type { PresenceStore } from './presence/presence.js'
+import type { Principal } from './auth/permissions.js'
 import authPlugin from './plugins/auth.js'
 import healthRoutes from '../routes/health.js'
 import channelRoutes from '../routes/v1/channels.js'
@@ -90,6 +93,7 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
   metrics = new Metrics(connections, hub, opts.defaultMetrics ?? true)
   const ctx = {
     nodeId, config, broker, hub, connections, metrics, log, namespaces, presence, draining: false,
+    verifyToken: async (_token: string): Promise<Principal> => { throw new Errors.UNAUTHORIZED('auth not ready') },
     channelOptions (channel: string) {
       const options = namespaces.of(channel)
       if (options === undefined) throw new Errors.UNKNOWN_NAMESPACE(channel)
@@ -105,7 +109,14 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
 
   if (ownsBroker) await broker.connect()
   if (ownsPresence) await store!.connect()
+  // REST rate limits are shared by every node through Redis when there is one.
+  const rateLimitRedis = config.redisUrl === undefined
+    ? undefined
+    : new Redis(config.redisUrl, { connectionName: 'herald-ratelimit', lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1000 })
+  rateLimitRedis?.on('error', () => {})
+  await rateLimitRedis?.connect()
   fastify.addHook('onClose', async () => {
+    rateLimitRedis?.disconnect()
     ctx.drain()
     hub!.close()
     presence?.close()
@@ -113,10 +124,10 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
     if (ownsBroker) await broker.close()
   })
 
-  await fastify.register(async (scope) => { await routes(scope, config, ctx) }, { prefix: opts.prefix ?? '' })
+  await fastify.register(async (scope) => { await routes(scope, config, ctx, rateLimitRedis) }, { prefix: opts.prefix ?? '' })
 }
 
-async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: FastifyInstance['herald']): Promise<void> {
+async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: FastifyInstance['herald'], rateLimitRedis?: Redis): Promise<void> {
   await fastify.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',
@@ -126,9 +137,13 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
   })
   await fastify.register(fastifyCors, { origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, exposedHeaders: ['Retry-After'] })
   await fastify.register(authPlugin, { config })
+  ctx.verifyToken = fastify.verifyToken
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, {
-      options: { maxPayload: Math.max(config.maxFrameBytes * 4, 1024 * 1024), perMessageDeflate: false }
+      options: {
+        maxPayload: Math.max(config.maxFrameBytes * 4, 1024 * 1024),
+        perMessageDeflate: config.ws.compression ? { threshold: config.ws.compressionThreshold } : false
+      }
     })
   }
 
@@ -147,10 +162,23 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
 
   await fastify.register(healthRoutes)
   await fastify.register(openapiRoutes)
-  await fastify.register(channelRoutes, { prefix: '/v1' })
+  await fastify.register(async (limited) => {
+    // Per token subject (or IP before authentication), after the auth hook has identified the caller.
+    await limited.register(fastifyRateLimit, {
+      hook: 'preHandler',
+      max: config.limits.restMax,
+      timeWindow: config.limits.restWindowSeconds * 1000,
+      keyGenerator: (request) => request.principal?.sub !== undefined ? 'sub:' + request.principal.sub : 'ip:' + request.ip,
+      redis: rateLimitRedis,
+      nameSpace: config.redisPrefix + ':rl:',
+      skipOnError: true,
+      errorResponseBuilder: (_request, context) => new Errors.RATE_LIMITED(context.after)
+    })
+    await limited.register(channelRoutes, { prefix: '/v1' })
+    await limited.register(pollRoutes, { prefix: '/v1' })
+  })
   await fastify.register(wsRoutes, { prefix: '/v1' })
   await fastify.register(sseRoutes, { prefix: '/v1' })
-  await fastify.register(pollRoutes, { prefix: '/v1' })
 }
 
 /** Maps Fastify's own errors (parsing, validation, limits) to Herald's codes. */

@@ -30,6 +30,15 @@ export const EnvSchema = Type.Object({
   SSE_HEARTBEAT: Type.Integer({ minimum: 1, maximum: 300, default: 15, description: 'Seconds between SSE heartbeat comments.' }),
   WS_PING_INTERVAL: Type.Integer({ minimum: 1, maximum: 300, default: 25, description: 'Seconds between server WebSocket pings; a client that misses one pong is terminated.' }),
   MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 4 * 1024 * 1024, description: 'Outbound bytes a WebSocket or SSE connection may have queued before it is evicted as a slow consumer.' }),
+  MAX_CONNECTIONS: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000, description: 'Most WebSocket + SSE connections on this node; more are refused with 429 HERALD_ERR_TOO_MANY_CONNECTIONS.' }),
+  MAX_CONNECTIONS_PER_SUB: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Most WebSocket + SSE connections of one token subject on this node; more are refused with 429.' }),
+  WS_RATE: Type.Number({ minimum: 0.1, maximum: 1_000_000, default: 50, description: 'Frames per second a WebSocket client may send (token bucket refill).' }),
+  WS_BURST: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Token bucket size: frames a client may send in a burst. Frames over the rate get an error frame; as many again refused within 10 s close the socket with 4008.' }),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 1000, description: 'REST requests per RATE_LIMIT_WINDOW per token subject (or IP); shared across nodes through Redis when REDIS_URL is set.' }),
+  RATE_LIMIT_WINDOW: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'Seconds of the REST rate-limit window.' }),
+  WS_COMPRESSION: Type.Boolean({ default: false, description: 'Offer permessage-deflate to WebSocket clients.' }),
+  WS_COMPRESSION_THRESHOLD: Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, default: 1024, description: 'Frames smaller than this many bytes are not compressed.' }),
+  WS_ACCEPT_BINARY: Type.Boolean({ default: false, description: 'Accept binary WebSocket frames holding UTF-8 JSON (as some clients send); otherwise they are refused with HERALD_ERR_BAD_FRAME.' }),
   NAMESPACES_FILE: Type.Optional(Type.String({ minLength: 1, description: 'Path of the namespaces file (JSON or YAML; docs/namespaces.md). Unset: every namespace takes the defaults.' })),
   PRESENCE_TTL: Type.Integer({ minimum: 3, maximum: 3600, default: 30, description: 'Seconds a presence entry outlives its node without being refreshed (the bound on ghost members after a crash).' }),
   PRESENCE_BATCH_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 200, description: 'Window (ms) over which join/leave changes are batched into one frame.' }),
@@ -55,6 +64,8 @@ export interface HeraldConfig {
   wsPingIntervalSeconds: number
   maxBufferBytes: number
   drainTimeoutSeconds: number
+  limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, restMax: number, restWindowSeconds: number }
+  ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean }
   /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
   namespaces?: NamespacesFile
   namespacesFile?: string
@@ -110,6 +121,15 @@ export function configFromEnv (env: Env): HeraldConfig {
     maxBufferBytes: env.MAX_BUFFER_BYTES,
     drainTimeoutSeconds: env.DRAIN_TIMEOUT,
     namespacesFile: env.NAMESPACES_FILE,
+    limits: {
+      maxConnections: env.MAX_CONNECTIONS,
+      maxConnectionsPerSub: env.MAX_CONNECTIONS_PER_SUB,
+      wsRate: env.WS_RATE,
+      wsBurst: env.WS_BURST,
+      restMax: env.RATE_LIMIT_MAX,
+      restWindowSeconds: env.RATE_LIMIT_WINDOW
+    },
+    ws: { compression: env.WS_COMPRESSION, compressionThreshold: env.WS_COMPRESSION_THRESHOLD, acceptBinary: env.WS_ACCEPT_BINARY },
     presence: { ttlSeconds: env.PRESENCE_TTL, batchMs: env.PRESENCE_BATCH_MS }
   }
 }

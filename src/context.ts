@@ -6,6 +6,7 @@ import type { Connections } from './hub/connections.js'
 import type { Metrics } from './metrics.js'
 import type { NamespaceOptions, Namespaces } from './namespaces.js'
 import type { PresenceTracker } from './presence/tracker.js'
+import type { Principal } from './auth/permissions.js'
 
 /** What every transport needs, built once per Herald instance (see plugins/herald.ts). */
 export interface HeraldContext {
@@ -21,6 +22,8 @@ export interface HeraldContext {
   readonly presence?: PresenceTracker
   /** The options of a channel's namespace; throws HERALD_ERR_UNKNOWN_NAMESPACE when its namespace is refused. */
   channelOptions: (channel: string) => NamespaceOptions
+  /** Verifies a bare token (WebSocket `refresh` frame); set once the auth plugin is registered. */
+  verifyToken: (token: string) => Promise<Principal>
   /** True once shutdown began: readyz fails, new connections are refused, existing ones are ended. */
   draining: boolean
 }

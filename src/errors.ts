@@ -28,6 +28,8 @@ export const Errors = {
   NOT_FOUND: createError('HERALD_ERR_NOT_FOUND', 'Route %s %s not found', 404),
   METHOD_NOT_ALLOWED: createError('HERALD_ERR_METHOD_NOT_ALLOWED', 'Method not allowed', 405),
   UNSUPPORTED_MEDIA_TYPE: createError('HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', 'Unsupported content type: %s', 415),
+  TOO_MANY_CONNECTIONS: createError('HERALD_ERR_TOO_MANY_CONNECTIONS', 'Too many connections (%s)', 429),
+  ORIGIN_NOT_ALLOWED: createError('HERALD_ERR_ORIGIN_NOT_ALLOWED', 'Origin %s is not allowed', 403),
   RATE_LIMITED: createError('HERALD_ERR_RATE_LIMITED', 'Too many requests, retry in %s', 429),
   BUS_UNAVAILABLE: createError('HERALD_ERR_BUS_UNAVAILABLE', 'Event bus unavailable: %s', 503),
   DRAINING: createError('HERALD_ERR_DRAINING', 'Server is shutting down; reconnect to another node', 503),

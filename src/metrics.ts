@@ -14,6 +14,8 @@ export class Metrics {
   readonly published: Counter<'transport'>
   readonly errors: Counter<'code'>
   readonly busReconnects: Counter
+  readonly evictions: Counter<'transport' | 'reason'>
+  readonly heartbeatTimeouts: Counter
   readonly latency: Histogram
 
   constructor (connections: Connections, hub: Hub, defaultMetrics = true) {
@@ -38,6 +40,8 @@ export class Metrics {
     this.published = new Counter({ name: 'herald_events_published_total', help: 'Events accepted for publishing, by transport (rest, ws)', labelNames: ['transport'], registers })
     this.errors = new Counter({ name: 'herald_errors_total', help: 'Errors answered to clients, by HERALD_ERR code', labelNames: ['code'], registers })
     this.busReconnects = new Counter({ name: 'herald_bus_reconnects_total', help: 'Times the bus connection came back after a loss', registers })
+    this.evictions = new Counter({ name: 'herald_evictions_total', help: 'Slow consumers: connections evicted (reason=disconnect) or channels dropped (reason=dropped)', labelNames: ['transport', 'reason'], registers })
+    this.heartbeatTimeouts = new Counter({ name: 'herald_heartbeat_timeouts_total', help: 'WebSockets terminated for missing a pong', registers })
     this.latency = new Histogram({
       name: 'herald_delivery_latency_seconds', help: 'Publish-to-dispatch latency on this node (publish time stamped by the accepting node)', registers,
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]

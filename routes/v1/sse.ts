@@ -5,13 +5,15 @@ import { ErrorBody, StreamQuery } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
 import { SseSession } from '../../src/transports/sse.js'
 import { parseStreamRequest } from '../../src/transports/stream-request.js'
+import { checkConnectionLimits, checkOrigin } from '../../src/transports/admission.js'
 
 const sseRoutes: FastifyPluginAsync = async (plain) => {
   const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
   const ctx = fastify.herald
   plain.addHook('onRequest', async (request) => {
     if (ctx.draining) throw new Errors.DRAINING()
-    await plain.authenticate(request)
+    checkOrigin(ctx, request.headers.origin)
+    checkConnectionLimits(ctx, await plain.authenticate(request))
   })
 
   fastify.get('/sse', {
@@ -23,7 +25,7 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
       querystring: StreamQuery,
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
       produces: ['text/event-stream'],
-      response: { 200: Type.String({ description: 'text/event-stream' }), 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody }
+      response: { 200: Type.String({ description: 'text/event-stream' }), 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody, 503: ErrorBody }
     },
   }, async (request, reply) => {
     const { channel, cursor } = request.query

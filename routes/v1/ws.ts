@@ -4,6 +4,7 @@ import { ErrorBody } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
 import { WsSession } from '../../src/transports/ws.js'
 import { CloseCodes } from '../../src/protocol/codes.js'
+import { checkConnectionLimits, checkOrigin } from '../../src/transports/admission.js'
 
 const wsRoutes: FastifyPluginAsync = async (fastify) => {
   const ctx = fastify.herald
@@ -13,7 +14,11 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
   // previous ping is terminated; the others are pinged again.
   const heartbeat = setInterval(() => {
     for (const session of sessions) {
-      if (!session.alive) { session.terminate('heartbeat timeout'); continue }
+      if (!session.alive) {
+        ctx.metrics.heartbeatTimeouts.inc()
+        session.terminate('heartbeat timeout')
+        continue
+      }
       session.alive = false
       session.ping()
     }
@@ -29,12 +34,13 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       tags: ['transports'],
       security: [{ bearer: [] }],
       querystring: Type.Object({ token: Type.Optional(Type.String()) }),
-      response: { 401: ErrorBody, 426: ErrorBody, 503: ErrorBody }
+      response: { 401: ErrorBody, 403: ErrorBody, 426: ErrorBody, 429: ErrorBody, 503: ErrorBody }
     },
     onRequest: async (request) => {
       if (!request.ws) return // the plain-HTTP handler answers 426
       if (ctx.draining) throw new Errors.DRAINING()
-      await fastify.authenticate(request)
+      checkOrigin(ctx, request.headers.origin)
+      checkConnectionLimits(ctx, await fastify.authenticate(request))
     },
     handler: async (_request, reply) => {
       reply.header('upgrade', 'websocket')

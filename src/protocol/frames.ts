@@ -49,14 +49,21 @@ export const PresenceFrame = Type.Object({
   id: Type.Optional(FrameId)
 }, { additionalProperties: false })
 
-export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame, presence: PresenceFrame }
+export const RefreshFrame = Type.Object({
+  type: Type.Literal('refresh'),
+  token: Type.String({ minLength: 1, maxLength: 16384, description: 'A new JWT for the same `sub`' }),
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame, presence: PresenceFrame, refresh: RefreshFrame }
 export type ClientFrameType = keyof typeof ClientFrames
 export type SubscribeFrame = Static<typeof SubscribeFrame>
 export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
 export type PublishFrame = Static<typeof PublishFrame>
 export type PingFrame = Static<typeof PingFrame>
 export type PresenceFrame = Static<typeof PresenceFrame>
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame | PresenceFrame
+export type RefreshFrame = Static<typeof RefreshFrame>
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame | PresenceFrame | RefreshFrame
 
 export const clientFrameCheckers = Object.fromEntries(
   Object.entries(ClientFrames).map(([type, schema]) => [type, Compile(schema as TSchema)])

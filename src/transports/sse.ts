@@ -10,6 +10,8 @@ import { type Cursor, encodeCursor } from '../protocol/cursor.js'
 import { CloseCodes } from '../protocol/codes.js'
 import { Errors, isHeraldError } from '../errors.js'
 import { errorFrame } from './transport.js'
+import { Outbox } from './outbox.js'
+import type { NamespaceOptions } from '../namespaces.js'
 
 /**
  * One Server-Sent Events stream. Each message's `data:` is a server frame (the same JSON as on the WebSocket);
@@ -20,15 +22,36 @@ export class SseSession implements Sink, Connection {
   readonly transport = 'sse' as const
   readonly id: string
   private readonly positions: Cursor = new Map()
-  private readonly channels = new Set<string>()
+  /** Subscribed channels and their namespace options. */
+  private readonly channels = new Map<string, NamespaceOptions | undefined>()
+  private readonly outbox: Outbox
   private closed = false
   private readonly heartbeat: NodeJS.Timeout
   readonly openedAt = Date.now()
   readonly member: PresenceMember
+  readonly sub: string
+  private readonly expiry?: NodeJS.Timeout
 
   constructor (private readonly ctx: HeraldContext, private readonly res: ServerResponse, readonly principal: Principal, headers: Record<string, string | number | string[] | undefined>) {
     this.id = ctx.connections.newId()
+    this.sub = principal.sub
+    if (principal.exp !== undefined && principal.exp * 1000 - Date.now() < 0x7fffffff) {
+      this.expiry = setTimeout(() => this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: reconnect with a new token'), Math.max(0, principal.exp * 1000 - Date.now())).unref()
+    }
     this.member = { sub: principal.sub, client: this.id, connectedAt: this.openedAt, info: principal.info }
+    this.outbox = new Outbox({
+      buffered: () => res.writableLength,
+      write: (pub) => this.writeEvent(pub),
+      evict: () => {
+        ctx.metrics.evictions.inc({ transport: 'sse', reason: 'disconnect' })
+        this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect with Last-Event-ID to resume')
+      },
+      // A stream cannot resubscribe one channel: end it, and the reconnect resumes from the last id received.
+      dropped: () => {
+        ctx.metrics.evictions.inc({ transport: 'sse', reason: 'dropped' })
+        this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: events dropped; reconnect with Last-Event-ID to resume')
+      }
+    }, ctx.config.maxBufferBytes)
     res.writeHead(200, {
       ...headers,
       'content-type': 'text/event-stream; charset=utf-8',
@@ -47,7 +70,7 @@ export class SseSession implements Sink, Connection {
   start (request: StreamRequest): void {
     for (const [channel, pos] of request.cursor) this.positions.set(channel, pos)
     for (const channel of request.channels) {
-      this.channels.add(channel)
+      this.channels.set(channel, this.ctx.namespaces.of(channel))
       this.ctx.hub.subscribe(this, channel, request.cursor.get(channel)).catch((err: unknown) => {
         if (this.closed) return
         const herr = isHeraldError(err) ? err : new Errors.INTERNAL()
@@ -66,10 +89,11 @@ export class SseSession implements Sink, Connection {
 
   deliver (pub: Publication): void {
     if (this.closed) return
-    if (this.res.writableLength > this.ctx.config.maxBufferBytes) {
-      this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect with Last-Event-ID to resume')
-      return
-    }
+    this.outbox.push(pub, this.channels.get(pub.channel))
+  }
+
+  private writeEvent (pub: Publication): void {
+    if (this.closed) return
     const pos = this.positions.get(pub.channel)
     if (pos !== undefined && pos.epoch === pub.epoch) pos.offset = pub.offset
     else this.positions.set(pub.channel, { offset: pub.offset, epoch: pub.epoch })
@@ -108,7 +132,9 @@ export class SseSession implements Sink, Connection {
     if (this.closed) return
     this.closed = true
     clearInterval(this.heartbeat)
-    for (const channel of this.channels) this.ctx.hub.unsubscribe(this, channel)
+    clearTimeout(this.expiry)
+    this.outbox.clear()
+    for (const channel of this.channels.keys()) this.ctx.hub.unsubscribe(this, channel)
     this.ctx.connections.delete(this)
   }
 }

@@ -5,15 +5,18 @@ import type { Sink, SubscribeResult, RecoveryFailure } from '../hub/hub.js'
 import type { Connection } from '../hub/connections.js'
 import type { Principal } from '../auth/permissions.js'
 import type { PresenceMember } from '../presence/presence.js'
-import type { PresenceFrame, PublishFrame, SubscribeFrame, UnsubscribeFrame } from '../protocol/frames.js'
+import type { PresenceFrame, PublishFrame, RefreshFrame, SubscribeFrame, UnsubscribeFrame } from '../protocol/frames.js'
 import { can } from '../auth/permissions.js'
 import { CloseCodes } from '../protocol/codes.js'
 import { parseClientFrame } from '../protocol/parse.js'
 import { Errors, isHeraldError, type HeraldError } from '../errors.js'
 import { errorFrame, frameBytes } from './transport.js'
+import { Outbox } from './outbox.js'
+import { TokenBucket } from './admission.js'
+import type { NamespaceOptions } from '../namespaces.js'
 import { presenceOf } from '../presence/query.js'
 
-type SubState = 'pending' | 'active'
+interface SubState { active: boolean, ns: NamespaceOptions | undefined }
 
 /**
  * One WebSocket connection: a hub sink for its subscriptions and the handler of its client frames.
@@ -28,10 +31,37 @@ export class WsSession implements Sink, Connection {
   alive = true
   readonly openedAt = Date.now()
   readonly member: PresenceMember
+  private readonly outbox: Outbox
+  private readonly bucket: TokenBucket
+  /** Frames refused by the rate limit in the current 10 s window. */
+  private refused = 0
+  private refusedWindow = 0
+  private expiry?: NodeJS.Timeout
+  readonly sub: string
 
-  constructor (private readonly ctx: HeraldContext, private readonly socket: WebSocket, readonly principal: Principal) {
+  constructor (private readonly ctx: HeraldContext, private readonly socket: WebSocket, public principal: Principal) {
     this.id = ctx.connections.newId()
+    this.sub = principal.sub
+    this.bucket = new TokenBucket(ctx.config.limits.wsRate, ctx.config.limits.wsBurst)
+    this.scheduleExpiry()
     this.member = { sub: principal.sub, client: this.id, connectedAt: this.openedAt, info: principal.info }
+    this.outbox = new Outbox({
+      buffered: () => socket.bufferedAmount,
+      write: (pub) => {
+        socket.send(frameBytes(pub), { binary: false })
+        ctx.metrics.delivered.ws++
+      },
+      evict: () => {
+        ctx.metrics.evictions.inc({ transport: 'ws', reason: 'disconnect' })
+        this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect and resume from your last offsets')
+      },
+      dropped: (channel) => {
+        ctx.metrics.evictions.inc({ transport: 'ws', reason: 'dropped' })
+        if (!this.subs.delete(channel)) return
+        ctx.hub.unsubscribe(this, channel)
+        this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: slow_consumer', resubscribe: true }))
+      }
+    }, ctx.config.maxBufferBytes)
     socket.on('message', (data, isBinary) => this.onMessage(data, isBinary))
     socket.on('pong', () => { this.alive = true })
     socket.on('close', (code, reason) => this.onClose(code, reason.toString()))
@@ -43,24 +73,21 @@ export class WsSession implements Sink, Connection {
 
   subscribed (result: SubscribeResult): void {
     // Closed or unsubscribed while the hub was still setting the subscription up: undo it.
-    if (this.closed || !this.subs.has(result.channel)) { this.ctx.hub.unsubscribe(this, result.channel); return }
-    this.subs.set(result.channel, 'active')
+    const state = this.subs.get(result.channel)
+    if (this.closed || state === undefined) { this.ctx.hub.unsubscribe(this, result.channel); return }
+    state.active = true
     this.send(JSON.stringify({ type: 'subscribed', ...result }))
   }
 
   deliver (pub: Publication): void {
-    if (this.closed || !this.subs.has(pub.channel)) return
+    const state = this.subs.get(pub.channel)
+    if (this.closed || state === undefined) return
     // Backpressure: a client that does not read must not grow this process's memory without bound.
-    if (this.socket.bufferedAmount > this.ctx.config.maxBufferBytes) {
-      this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect and resume from your last offsets')
-      return
-    }
-    this.socket.send(frameBytes(pub), { binary: false })
-    this.ctx.metrics.delivered.ws++
+    this.outbox.push(pub, state.ns)
   }
 
   notify (channel: string, frame: string): void {
-    if (!this.closed && this.subs.get(channel) === 'active') this.socket.send(frame)
+    if (!this.closed && this.subs.get(channel)?.active === true) this.socket.send(frame)
   }
 
   lost (channel: string, reason: RecoveryFailure): void {
@@ -84,7 +111,7 @@ export class WsSession implements Sink, Connection {
 
   terminate (reason: string): void {
     if (this.closed) return
-    this.ctx.log.info({ client: this.id, sub: this.principal.sub, reason }, 'terminating websocket')
+    this.ctx.log.info({ client: this.id, sub: this.principal.sub, reason, ms: Date.now() - this.openedAt }, 'terminating websocket')
     this.socket.terminate()
     this.cleanup()
   }
@@ -94,8 +121,9 @@ export class WsSession implements Sink, Connection {
   private onMessage (data: RawData, isBinary: boolean): void {
     if (this.closed) return
     const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength
+    if (!this.bucket.take()) { this.rateLimited(); return }
     if (size > this.ctx.config.maxFrameBytes) { this.fail(new Errors.FRAME_TOO_LARGE(this.ctx.config.maxFrameBytes)); return }
-    if (isBinary) { this.fail(new Errors.BAD_FRAME('binary', 'frames are JSON text')); return }
+    if (isBinary && !this.ctx.config.ws.acceptBinary) { this.fail(new Errors.BAD_FRAME('binary', 'frames are JSON text (or set WS_ACCEPT_BINARY)')); return }
     const parsed = parseClientFrame(data.toString())
     if (!parsed.ok) { this.fail(parsed.error, parsed.id, parsed.channel); return }
     const frame = parsed.frame
@@ -105,20 +133,23 @@ export class WsSession implements Sink, Connection {
       case 'publish': void this.publish(frame); break
       case 'ping': this.send(JSON.stringify({ type: 'pong', id: frame.id })); break
       case 'presence': void this.presence(frame); break
+      case 'refresh': void this.refresh(frame); break
     }
   }
 
   private subscribe (frame: SubscribeFrame): void {
     const { channel, since, id } = frame
     if (!can(this.principal, 'subscribe', channel)) { this.fail(new Errors.FORBIDDEN('subscribe', channel), id, channel); return }
-    if (!this.ctx.namespaces.of(channel)) { this.fail(new Errors.UNKNOWN_NAMESPACE(channel), id, channel); return }
+    const ns = this.ctx.namespaces.of(channel)
+    if (ns === undefined) { this.fail(new Errors.UNKNOWN_NAMESPACE(channel), id, channel); return }
     if (this.subs.has(channel)) { this.fail(new Errors.ALREADY_SUBSCRIBED(channel), id, channel); return }
     if (this.subs.size >= this.ctx.config.maxSubscriptions) { this.fail(new Errors.TOO_MANY_SUBSCRIPTIONS(this.ctx.config.maxSubscriptions), id, channel); return }
-    this.subs.set(channel, 'pending')
+    const state: SubState = { active: false, ns }
+    this.subs.set(channel, state)
     this.ctx.hub.subscribe(this, channel, since).then(
       () => { if (id !== undefined) this.ack(id, { channel }) },
       (err: unknown) => {
-        if (this.subs.get(channel) === 'pending') this.subs.delete(channel)
+        if (this.subs.get(channel) === state) this.subs.delete(channel)
         this.fail(err, id, channel)
       })
   }
@@ -157,6 +188,50 @@ export class WsSession implements Sink, Connection {
     }
   }
 
+  /**
+   * A new token for the same subject extends the connection past the old token's expiry. Permissions are
+   * checked again: subscriptions the new token no longer allows are ended.
+   */
+  private async refresh (frame: RefreshFrame): Promise<void> {
+    const { token, id } = frame
+    try {
+      const principal = await this.ctx.verifyToken(token)
+      if (principal.sub !== this.principal.sub) throw new Errors.UNAUTHORIZED('a refresh token must have the same sub')
+      this.principal = principal
+      this.scheduleExpiry()
+      for (const channel of [...this.subs.keys()]) {
+        if (can(principal, 'subscribe', channel)) continue
+        this.subs.delete(channel)
+        this.ctx.hub.unsubscribe(this, channel)
+        this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'forbidden' }))
+      }
+      if (id !== undefined) this.ack(id, { exp: principal.exp })
+    } catch (err) {
+      this.fail(err, id)
+    }
+  }
+
+  /** At the token's expiry, unless a refresh came first, the connection is closed with 4501. */
+  private scheduleExpiry (): void {
+    clearTimeout(this.expiry)
+    const exp = this.principal.exp
+    if (exp === undefined) return
+    const ms = exp * 1000 - Date.now()
+    if (ms > 0x7fffffff) return
+    this.expiry = setTimeout(() => this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one'), Math.max(0, ms)).unref()
+  }
+
+  private rateLimited (): void {
+    const now = Date.now()
+    if (now - this.refusedWindow > 10_000) { this.refusedWindow = now; this.refused = 0 }
+    if (++this.refused > this.ctx.config.limits.wsBurst) {
+      this.ctx.metrics.errors.inc({ code: 'HERALD_ERR_RATE_LIMITED' })
+      this.close(CloseCodes.POLICY_VIOLATION, 'sustained frame rate over the limit')
+      return
+    }
+    this.fail(new Errors.RATE_LIMITED('1s'))
+  }
+
   // ---- helpers ----
 
   private ack (id: string, body: object): void {
@@ -182,6 +257,8 @@ export class WsSession implements Sink, Connection {
   private cleanup (): void {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.expiry)
+    this.outbox.clear()
     for (const channel of this.subs.keys()) this.ctx.hub.unsubscribe(this, channel)
     this.subs.clear()
     this.ctx.connections.delete(this)
