@@ -7,7 +7,9 @@ RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY routes ./routes
-RUN npm run build && npm prune --omit=dev
+COPY client ./client
+COPY public ./public
+RUN npm run build && npm run build:client && npm prune --omit=dev
 
 # Runtime stage: compiled code and production dependencies only, run as the unprivileged `node` user.
 FROM node:22-bookworm-slim
@@ -16,6 +18,7 @@ WORKDIR /app
 COPY --from=build --chown=node:node /app/package.json ./
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
+COPY --from=build --chown=node:node /app/public ./public
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -28,6 +28,7 @@ import wsRoutes from '../routes/v1/ws.js'
 import sseRoutes from '../routes/v1/sse.js'
 import pollRoutes from '../routes/v1/poll.js'
 import openapiRoutes from '../routes/openapi.js'
+import staticRoutes from '../routes/static.js'
 import { version } from './version.js'
 
 declare module 'fastify' {
@@ -179,6 +180,7 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
   })
   await fastify.register(wsRoutes, { prefix: '/v1' })
   await fastify.register(sseRoutes, { prefix: '/v1' })
+  await fastify.register(staticRoutes)
 }
 
 /** Maps Fastify's own errors (parsing, validation, limits) to Herald's codes. */

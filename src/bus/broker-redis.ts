@@ -43,8 +43,9 @@ if not epoch then
   epoch = ARGV[3]
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-  if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 end
+-- A channel being read (subscribed, resumed) is in use: it keeps its epoch as long as a published one would.
+if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
 local minTs = tonumber(ARGV[5])
 while true do

@@ -63,6 +63,8 @@ class ChannelState {
   pending: Publication[] = []
   /** Subscribe calls waiting for activation. */
   waiters = 0
+  /** A reconnect arrived during a catch-up: catch up once more when it ends. */
+  resyncAgain = false
   ready: Promise<void> = Promise.resolve()
   retry?: NodeJS.Timeout
   constructor (readonly name: string) {}
@@ -94,7 +96,14 @@ export class Hub {
   constructor (private readonly options: HubOptions) {
     options.broker.setHandler({
       onPublication: (pub) => this.onPublication(pub),
-      onReconnect: () => { options.onReconnect?.(); for (const state of this.channels.values()) if (state.phase === 'live') this.resync(state) }
+      onReconnect: () => {
+        options.onReconnect?.()
+        for (const state of this.channels.values()) {
+          // A catch-up already under way may have read history before the drop: run another after it.
+          if (state.phase === 'syncing') state.resyncAgain = true
+          else if (state.phase === 'live') this.resync(state)
+        }
+      }
     })
   }
 
@@ -285,6 +294,7 @@ export class Hub {
   private resync (state: ChannelState, retrying = false): void {
     if (state.phase === 'syncing' && !retrying) return
     state.phase = 'syncing'
+    state.resyncAgain = false
     const channel = state.name
     this.options.broker.history(channel, { since: state.offset, limit: this.replayLimit(channel), historyTtlSeconds: this.options.namespaces?.of(channel)?.historyTtl }).then(({ top, earliest, publications }) => {
       if (this.channels.get(channel) !== state) return
@@ -312,6 +322,7 @@ export class Hub {
         if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub) }
       }
       state.phase = 'live'
+      if (state.resyncAgain) { this.resync(state); return }
       this.drainPending(state)
     }, (err) => {
       if (this.channels.get(channel) !== state) return

@@ -62,7 +62,10 @@ export class SseSession implements Sink, Connection {
     res.socket?.setNoDelay(true)
     res.write('retry: 1000\n' + this.message(JSON.stringify({ type: 'connected', client: this.id, sub: principal.sub, pingInterval: ctx.config.sseHeartbeatSeconds })))
     this.heartbeat = setInterval(() => this.write(': hb\n\n'), ctx.config.sseHeartbeatSeconds * 1000).unref()
-    res.on('close', () => this.cleanup())
+    res.on('close', () => {
+      if (!this.closed) ctx.log.info({ client: this.id, sub: principal.sub, reason: 'client closed', ms: Date.now() - this.openedAt }, 'sse stream closed')
+      this.cleanup()
+    })
     ctx.connections.add(this)
   }
 

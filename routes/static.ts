@@ -1,0 +1,51 @@
+import type { FastifyPluginAsync } from 'fastify'
+import fastifyStatic from '@fastify/static'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import Type from 'typebox'
+import { packageRoot } from '../src/version.js'
+
+/**
+ * The browser side: the client library bundle at a stable path, the demo page at `/`, and — in development only —
+ * a route that hands the demo a token.
+ */
+const staticRoutes: FastifyPluginAsync = async (fastify) => {
+  const ctx = fastify.herald
+  let bundle: Promise<string> | undefined
+
+  // Prebuilt by `npm run build:client` (the Docker image does); otherwise bundled once, in memory, on first request.
+  async function clientBundle (): Promise<string> {
+    const built = join(packageRoot, 'dist', 'public', 'herald.js')
+    if (existsSync(built)) return readFileSync(built, 'utf8')
+    const { buildClient } = await import('../client/build.js')
+    return await buildClient()
+  }
+
+  fastify.get('/client/herald.js', { schema: { summary: 'The Herald client library (one ESM bundle)', tags: ['client'], produces: ['text/javascript'] } }, async (_request, reply) => {
+    bundle ??= clientBundle()
+    const code = await bundle.catch((err: unknown) => { bundle = undefined; throw err })
+    return reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(code)
+  })
+
+  if (!ctx.config.production && ctx.config.jwt.secret !== undefined) {
+    fastify.get('/dev/token', {
+      schema: {
+        summary: 'Development only: a token for the demo page',
+        description: 'Absent when NODE_ENV=production. Signs a 1-hour token for `sub` (random when omitted) that may subscribe to everything and publish to `chat:*` and `demo:*`.',
+        tags: ['client'],
+        querystring: Type.Object({ sub: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.@-]{1,64}$' })) }),
+        response: { 200: Type.Object({ token: Type.String(), sub: Type.String() }) }
+      }
+    }, async (request) => {
+      const { sub = 'guest-' + randomBytes(3).toString('hex') } = request.query as { sub?: string }
+      const token = fastify.jwt.sign({ sub, subscribe: ['*'], publish: ['chat:*', 'demo:*'], info: { name: sub } }, { expiresIn: '1h' })
+      return { token, sub }
+    })
+  }
+
+  const publicDir = join(packageRoot, 'public')
+  if (existsSync(publicDir)) await fastify.register(fastifyStatic, { root: publicDir, prefix: '/', index: 'index.html', decorateReply: false })
+}
+
+export default staticRoutes
