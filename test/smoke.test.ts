@@ -28,3 +28,14 @@ eachBus('one publish reaches a WebSocket, an SSE stream and a long-poll, in orde
   assert.equal(polled.body.events[0].offset, 1)
 })
 
+
+eachBus('pre-built WebSocket frames carry every payload length class (7-bit, 16-bit, 64-bit)', async (t, bus) => {
+  const { url, wsUrl } = await startHerald(t, { redisUrl: bus.redisUrl, config: { maxBodyBytes: 1024 * 1024 } })
+  const ws = await WsClient.connect(wsUrl)
+  t.after(() => ws.close())
+  await ws.subscribe('sizes')
+  const sizes = [1, 100, 1000, 70_000, 200_000]
+  for (const n of sizes) assert.equal((await publish(url, 'sizes', 'x'.repeat(n))).status, 201)
+  const events = await ws.events('sizes', sizes.length)
+  assert.deepEqual(events.map((e) => (e.data as string).length), sizes)
+})

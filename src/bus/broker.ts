@@ -17,6 +17,8 @@ export interface Publication {
   frame: string
   /** `frame` as UTF-8 bytes, encoded by the first socket writer that needs it and reused by all the others. */
   bytes?: Buffer
+  /** `frame` as a complete unmasked WebSocket text frame (header + bytes), likewise built once. */
+  wire?: Buffer
 }
 
 export interface PublishRequest {

@@ -10,13 +10,17 @@ import { can } from '../auth/permissions.js'
 import { CloseCodes } from '../protocol/codes.js'
 import { parseClientFrame } from '../protocol/parse.js'
 import { Errors, isHeraldError, type HeraldError } from '../errors.js'
-import { errorFrame, frameBytes } from './transport.js'
+import { errorFrame, frameBytes, wireFrame } from './transport.js'
 import { Outbox } from './outbox.js'
 import { TokenBucket } from './admission.js'
 import type { NamespaceOptions } from '../namespaces.js'
 import { presenceOf } from '../presence/query.js'
 
 interface SubState { active: boolean, ns: NamespaceOptions | undefined }
+
+/** The parts of ws's WebSocket that the pre-framed write path relies on (ws 8). */
+interface WsInternals { _socket: import('node:net').Socket | null, _sender: { _state: number } }
+const SEND_TEXT = { binary: false }
 
 /**
  * One WebSocket connection: a hub sink for its subscriptions and the handler of its client frames.
@@ -38,19 +42,19 @@ export class WsSession implements Sink, Connection {
   private refusedWindow = 0
   private expiry?: NodeJS.Timeout
   readonly sub: string
+  /** No WebSocket extension (permessage-deflate) on this socket: pre-built frames can be written as they are. */
+  private readonly plain: boolean
 
   constructor (private readonly ctx: HeraldContext, private readonly socket: WebSocket, public principal: Principal) {
     this.id = ctx.connections.newId()
     this.sub = principal.sub
+    this.plain = socket.extensions === ''
     this.bucket = new TokenBucket(ctx.config.limits.wsRate, ctx.config.limits.wsBurst)
     this.scheduleExpiry()
     this.member = { sub: principal.sub, client: this.id, connectedAt: this.openedAt, info: principal.info }
     this.outbox = new Outbox({
       buffered: () => socket.bufferedAmount,
-      write: (pub) => {
-        socket.send(frameBytes(pub), { binary: false })
-        ctx.metrics.delivered.ws++
-      },
+      write: (pub) => this.writeEvent(pub),
       evict: () => {
         ctx.metrics.evictions.inc({ transport: 'ws', reason: 'disconnect' })
         this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect and resume from your last offsets')
@@ -94,6 +98,19 @@ export class WsSession implements Sink, Connection {
     if (this.closed) return
     this.subs.delete(channel)
     this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: ' + reason, resubscribe: true }))
+  }
+
+  /**
+   * Serialise once, frame once: with no extension negotiated (no compression) and ws's sender idle, the
+   * publication's shared, pre-built WebSocket frame goes straight to the TCP socket — exactly the bytes
+   * `socket.send` would write, without a header, an options object and two writes per subscriber.
+   */
+  private writeEvent (pub: Publication): void {
+    const internals = this.socket as unknown as WsInternals
+    const raw = internals._socket
+    if (this.plain && internals._sender._state === 0 && this.socket.readyState === 1 && raw !== null && raw.writable) raw.write(wireFrame(pub))
+    else this.socket.send(frameBytes(pub), SEND_TEXT)
+    this.ctx.metrics.delivered.ws++
   }
 
   // ---- Connection ----
