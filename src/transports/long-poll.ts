@@ -31,6 +31,8 @@ export class PollWaiter implements Sink, Connection {
   private timer?: NodeJS.Timeout
   private flushScheduled = false
   private pendingSubscribes = 0
+  /** The timeout passed while subscriptions were still being set up: answer as soon as they are. */
+  private timedOut = false
   private done = false
 
   constructor (private readonly ctx: HeraldContext, private readonly respond: (answer: PollAnswer) => void) {
@@ -41,11 +43,19 @@ export class PollWaiter implements Sink, Connection {
   start (request: StreamRequest, timeoutSeconds: number): void {
     for (const [channel, pos] of request.cursor) this.positions.set(channel, { ...pos })
     this.pendingSubscribes = request.channels.length
-    this.timer = setTimeout(() => this.finish(), timeoutSeconds * 1000)
+    // Even a zero timeout waits for the subscriptions: they bring the replay and the positions of the answer.
+    this.timer = setTimeout(() => {
+      this.timedOut = true
+      if (this.pendingSubscribes === 0) this.finish()
+    }, timeoutSeconds * 1000)
     for (const channel of request.channels) {
       this.channels.push(channel)
       this.ctx.hub.subscribe(this, channel, request.cursor.get(channel)).then(
-        () => { this.pendingSubscribes--; this.maybeFlush() },
+        () => {
+          this.pendingSubscribes--
+          if (this.timedOut && this.pendingSubscribes === 0) this.finish()
+          else this.maybeFlush()
+        },
         (err: unknown) => { this.pendingSubscribes--; this.finish(isHeraldError(err) ? err : new Errors.INTERNAL()) })
     }
   }
