@@ -5,6 +5,7 @@ import fastifySwagger from '@fastify/swagger'
 import fastifyWebsocket from '@fastify/websocket'
 import fastifyRateLimit from '@fastify/rate-limit'
 import { Redis } from 'ioredis'
+import { redisOptions } from './bus/redis-connection.js'
 import { randomBytes } from 'node:crypto'
 import { type HeraldConfig, defaultConfig } from './config.js'
 import type { Broker } from './bus/broker.js'
@@ -113,7 +114,7 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
   // REST rate limits are shared by every node through Redis when there is one.
   const rateLimitRedis = config.redisUrl === undefined
     ? undefined
-    : new Redis(config.redisUrl, { connectionName: 'herald-ratelimit', lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1000 })
+    : new Redis(config.redisUrl, redisOptions('herald-ratelimit', () => ctx.draining, { commandTimeout: 1000 }))
   rateLimitRedis?.on('error', () => {})
   await rateLimitRedis?.connect()
   fastify.addHook('onClose', async () => {

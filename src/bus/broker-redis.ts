@@ -1,7 +1,8 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Broker, BrokerHandler, BrokerOptions, HistoryRequest, HistoryResult, Publication, PublishRequest, PublishResult } from './broker.js'
-import { Errors, isHeraldError } from '../errors.js'
+import { Errors } from '../errors.js'
+import { busCall, redisOptions } from './redis-connection.js'
 import { contentHash, frameTail, newEpoch } from './publication.js'
 
 /*
@@ -13,18 +14,26 @@ import { contentHash, frameTail, newEpoch } from './publication.js'
  *   P:{C}       pub/sub channel; message `<offset> <epoch> <frame>`
  */
 
-const PUBLISH_LUA = `
+/** Reads the channel's epoch, starting a new stream (and a new epoch) when the channel has none. */
+const EPOCH_LUA = `
+local function epochOf(candidate)
+  local epoch = redis.call('HGET', KEYS[1], 'e')
+  if not epoch then
+    epoch = candidate
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+  end
+  return epoch
+end
+`
+
+const PUBLISH_LUA = EPOCH_LUA + `
 local idem = ARGV[9] ~= ''
 if idem then
   local prev = redis.call('GET', KEYS[3])
   if prev then return {'dup', prev} end
 end
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-end
+local epoch = epochOf(ARGV[2])
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local frame = '{"type":"event","channel":' .. ARGV[8] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[1]
 if tonumber(ARGV[3]) > 0 then
@@ -37,13 +46,8 @@ if idem then redis.call('SET', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[9]
 return {'ok', offset, epoch}
 `
 
-const HISTORY_LUA = `
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-end
+const HISTORY_LUA = EPOCH_LUA + `
+local epoch = epochOf(ARGV[3])
 -- A channel being read (subscribed, resumed) is in use: it keeps its epoch as long as a published one would.
 if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
@@ -103,17 +107,11 @@ export class RedisBroker implements Broker {
   private closing = false
 
   constructor (private readonly options: RedisBrokerOptions) {
-    const common: RedisOptions = {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: options.commandTimeoutMs ?? 5000,
-      retryStrategy: (times) => this.closing ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)
-    }
-    this.cmd = new Redis(options.url, { ...common, connectionName: 'herald-cmd' }) as RedisWithScripts
+    const closing = (): boolean => this.closing
+    this.cmd = new Redis(options.url, redisOptions('herald-cmd', closing, { commandTimeout: options.commandTimeoutMs ?? 5000 })) as RedisWithScripts
     this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: PUBLISH_LUA })
     this.cmd.defineCommand('heraldHistory', { numberOfKeys: 2, lua: HISTORY_LUA })
-    this.sub = new Redis(options.url, { ...common, autoResubscribe: false, commandTimeout: undefined, connectionName: 'herald-sub' })
+    this.sub = new Redis(options.url, redisOptions('herald-sub', closing, { autoResubscribe: false, commandTimeout: undefined }))
     for (const conn of [this.cmd, this.sub]) {
       conn.on('error', (err: Error) => this.options.log.warn({ err: err.message, conn: conn === this.cmd ? 'cmd' : 'sub' }, 'redis connection error'))
     }
@@ -133,7 +131,7 @@ export class RedisBroker implements Broker {
     const hash = req.idempotencyKey === undefined ? '' : contentHash(req)
     const base = this.base(req.channel)
     const idemKey = req.idempotencyKey === undefined ? base + ':m' : base + ':i:' + req.idempotencyKey
-    const reply = await this.call(() => this.cmd.heraldPublish(
+    const reply = await busCall(() => this.cmd.heraldPublish(
       base + ':m', base + ':s', idemKey,
       frameTail(req, ts), newEpoch(), req.historySize ?? history.size, req.historyTtlSeconds ?? history.ttlSeconds, history.metaTtlSeconds,
       idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts))
@@ -148,7 +146,7 @@ export class RedisBroker implements Broker {
   async history (channel: string, req: HistoryRequest): Promise<HistoryResult> {
     const base = this.base(channel)
     const minTs = Date.now() - (req.historyTtlSeconds ?? this.options.history.ttlSeconds) * 1000
-    const [epoch, top, earliest, entries] = await this.call(() => this.cmd.heraldHistory(
+    const [epoch, top, earliest, entries] = await busCall(() => this.cmd.heraldHistory(
       base + ':m', base + ':s', req.since, req.limit, newEpoch(), this.options.history.metaTtlSeconds, minTs))
     const publications: Publication[] = entries.map(([id, fields]) => ({
       channel, offset: parseInt(id, 10), epoch, ts: Number(fields[1]), frame: fields[3]
@@ -160,7 +158,7 @@ export class RedisBroker implements Broker {
     const name = this.base(channel)
     this.channels.set(name, channel)
     try {
-      await this.call(() => this.sub.subscribe(name))
+      await busCall(() => this.sub.subscribe(name))
     } catch (err) {
       this.channels.delete(name)
       throw err
@@ -170,7 +168,7 @@ export class RedisBroker implements Broker {
   async unsubscribe (channel: string): Promise<void> {
     const name = this.base(channel)
     this.channels.delete(name)
-    if (this.sub.status === 'ready') await this.call(() => this.sub.unsubscribe(name)).catch(() => {})
+    if (this.sub.status === 'ready') await busCall(() => this.sub.unsubscribe(name)).catch(() => {})
   }
 
   ready (): boolean { return this.cmd.status === 'ready' && this.sub.status === 'ready' }
@@ -216,12 +214,4 @@ export class RedisBroker implements Broker {
     this.connectedOnce = true
   }
 
-  private async call<T> (fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn()
-    } catch (err) {
-      if (isHeraldError(err)) throw err
-      throw new Errors.BUS_UNAVAILABLE((err as Error).message)
-    }
-  }
 }

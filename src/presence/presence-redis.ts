@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { PresenceChange, PresenceCount, PresenceMember, PresenceStore } from './presence.js'
-import { Errors, isHeraldError } from '../errors.js'
+import { busCall, redisOptions } from '../bus/redis-connection.js'
 
 /*
  * Keys of channel C (same `{C}` hash slot as its stream):
@@ -97,17 +97,12 @@ export class RedisPresence implements PresenceStore {
   private closing = false
 
   constructor (private readonly options: RedisPresenceOptions) {
-    const common = {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (times: number) => this.closing ? null : Math.min(50 * 2 ** Math.min(times, 6), 2000)
-    }
-    this.cmd = new Redis(options.url, { ...common, commandTimeout: 5000, connectionName: 'herald-presence' }) as RedisWithPresence
+    const closing = (): boolean => this.closing
+    this.cmd = new Redis(options.url, redisOptions('herald-presence', closing)) as RedisWithPresence
     for (const [name, lua] of [['presenceJoin', JOIN], ['presenceLeave', LEAVE], ['presenceRefresh', REFRESH], ['presenceList', LIST], ['presenceCount', COUNT]]) {
       this.cmd.defineCommand(name, { numberOfKeys: 4, lua })
     }
-    this.sub = new Redis(options.url, { ...common, autoResubscribe: false, connectionName: 'herald-presence-sub' })
+    this.sub = new Redis(options.url, redisOptions('herald-presence-sub', closing, { autoResubscribe: false, commandTimeout: undefined }))
     for (const conn of [this.cmd, this.sub]) conn.on('error', (err: Error) => options.log.warn({ err: err.message }, 'presence redis connection error'))
     this.sub.on('message', (name: string, message: string) => this.onMessage(name, message))
     this.sub.on('ready', () => {
@@ -123,35 +118,35 @@ export class RedisPresence implements PresenceStore {
   async join (channel: string, member: PresenceMember, maxMembers: number): Promise<{ joined: boolean, full: boolean }> {
     const now = Date.now()
     const ttl = this.options.ttlSeconds * 1000
-    const result = Number(await this.call(() => this.cmd.presenceJoin(...this.keys(channel), now, member.client, member.sub,
+    const result = Number(await busCall(() => this.cmd.presenceJoin(...this.keys(channel), now, member.client, member.sub,
       JSON.stringify(member), now + ttl, maxMembers, ttl * 2)))
     return { joined: result === 1, full: result === -1 }
   }
 
   async leave (channel: string, member: PresenceMember): Promise<void> {
-    await this.call(() => this.cmd.presenceLeave(...this.keys(channel), Date.now(), member.client, member.sub))
+    await busCall(() => this.cmd.presenceLeave(...this.keys(channel), Date.now(), member.client, member.sub))
   }
 
   async list (channel: string): Promise<PresenceMember[]> {
-    const values = await this.call(() => this.cmd.presenceList(...this.keys(channel), Date.now())) as string[]
+    const values = await busCall(() => this.cmd.presenceList(...this.keys(channel), Date.now())) as string[]
     return values.map((v) => JSON.parse(v) as PresenceMember)
   }
 
   async count (channel: string): Promise<PresenceCount> {
-    const [members, connections] = await this.call(() => this.cmd.presenceCount(...this.keys(channel), Date.now())) as [number, number]
+    const [members, connections] = await busCall(() => this.cmd.presenceCount(...this.keys(channel), Date.now())) as [number, number]
     return { members: Number(members), connections: Number(connections) }
   }
 
   async refresh (channel: string, clients: string[]): Promise<void> {
     const now = Date.now()
     const ttl = this.options.ttlSeconds * 1000
-    await this.call(() => this.cmd.presenceRefresh(...this.keys(channel), now, now + ttl, ttl * 2, ...clients))
+    await busCall(() => this.cmd.presenceRefresh(...this.keys(channel), now, now + ttl, ttl * 2, ...clients))
   }
 
   async watch (channel: string): Promise<void> {
     const name = this.keys(channel)[3]
     this.watched.set(name, channel)
-    if (this.sub.status === 'ready') await this.call(() => this.sub.subscribe(name))
+    if (this.sub.status === 'ready') await busCall(() => this.sub.subscribe(name))
   }
 
   async unwatch (channel: string): Promise<void> {
@@ -184,12 +179,4 @@ export class RedisPresence implements PresenceStore {
     }
   }
 
-  private async call<T> (fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn()
-    } catch (err) {
-      if (isHeraldError(err)) throw err
-      throw new Errors.BUS_UNAVAILABLE((err as Error).message)
-    }
-  }
 }
