@@ -1,5 +1,4 @@
 import Type, { type Static } from 'typebox'
-import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
 import type { NamespacesFile } from './namespaces.js'
 
@@ -11,7 +10,7 @@ export const EnvSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development', description: '`production` refuses to start without a JWT key (no generated development secret).' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'TCP port to listen on.' }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to bind (`0.0.0.0` for all interfaces; the Docker image sets it).' }),
-  LOG_LEVEL: Type.Union([Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')], { default: 'info', description: 'pino log level.' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
   REDIS_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$', default: 'herald', description: 'Prefix of every Redis key and pub/sub channel.' }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters). Unset in development: a random one is generated.' })),
@@ -79,8 +78,6 @@ export class ConfigError extends Error {
   }
 }
 
-const check = Compile(EnvSchema)
-
 /** Reads, converts and validates the environment; throws a ConfigError listing every bad value. */
 export function loadEnv (env: Record<string, string | undefined> = process.env): Env {
   const raw: Record<string, string> = {}
@@ -88,14 +85,20 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     const value = env[key]
     if (value !== undefined && value !== '') raw[key] = value
   }
-  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, raw)) as Env
-  if (!check.Check(converted)) {
-    const problems = check.Errors(converted).filter((e) => e.instancePath !== '').map((e) => {
-      const key = e.instancePath.slice(1)
-      return `${key}=${JSON.stringify(raw[key])}: ${e.message}`
-    })
-    throw new ConfigError([...new Set(problems)])
+  const converted = Value.Convert(EnvSchema, Value.Default(EnvSchema, { ...raw })) as Env
+  // One check per variable: a single validation of the whole object stops after a few errors.
+  const problems: string[] = []
+  for (const [key, schema] of Object.entries(EnvSchema.properties)) {
+    const value = (converted as Record<string, unknown>)[key]
+    if (value === undefined) continue
+    if ((schema as { type?: unknown }).type === 'integer' && raw[key] !== undefined && !/^\s*-?\d+\s*$/.test(raw[key])) {
+      problems.push(`${key}=${JSON.stringify(raw[key])}: must be an integer`)
+      continue
+    }
+    const first = Value.Errors(schema, value)[0]
+    if (first !== undefined) problems.push(`${key}=${JSON.stringify(raw[key])}: ${first.message}`)
   }
+  if (problems.length > 0) throw new ConfigError(problems)
   if (converted.NODE_ENV === 'production' && !converted.JWT_SECRET && !converted.JWT_PUBLIC_KEY) {
     throw new ConfigError(['JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production'])
   }

@@ -35,7 +35,7 @@ export const PublishReply = Type.Object({
 
 export const HistoryQuery = Type.Object({
   since: Type.Integer({ minimum: 0, default: 0, description: 'Return events after this offset' }),
-  limit: Type.Integer({ minimum: 0, default: 100, description: 'At most this many (up to HISTORY_LIMIT_MAX)' }),
+  limit: Type.Optional(Type.Integer({ minimum: 0, description: 'At most this many (default 100, at most HISTORY_LIMIT_MAX)' })),
   token: Type.Optional(Type.String())
 })
 

@@ -8,6 +8,19 @@ import herald from './app.js'
 /** Log redaction: tokens never reach the logs, wherever they travel. */
 export const REDACT = ['req.headers.authorization', 'req.query.token', 'headers.authorization', '*.token', 'token']
 
+/** The URL with the value of every query parameter whose decoded name is `token` replaced. */
+export function redactUrl (url: string): string {
+  const q = url.indexOf('?')
+  if (q === -1) return url
+  return url.slice(0, q + 1) + url.slice(q + 1).split('&').map((part) => {
+    const eq = part.indexOf('=')
+    const key = eq === -1 ? part : part.slice(0, eq)
+    let name = key
+    try { name = decodeURIComponent(key.replace(/\+/g, ' ')) } catch {}
+    return name === 'token' ? key + '=[redacted]' : part
+  }).join('&')
+}
+
 function loadOrExit (): Env {
   try {
     return loadEnv()
@@ -35,10 +48,12 @@ async function main (): Promise<void> {
       redact: { paths: REDACT, censor: '[redacted]' },
       serializers: {
         // The default request serializer logs the URL, query string (and so ?token=) included.
-        req: (req) => ({ method: req.method, url: String(req.url).replace(/([?&]token=)[^&]*/g, '$1[redacted]'), remoteAddress: req.ip })
+        req: (req) => ({ method: req.method, url: redactUrl(String(req.url)), remoteAddress: req.ip })
       }
     },
     bodyLimit: config.maxBodyBytes,
+    // Channel names are up to 128 characters, up to 3× that percent-encoded in a path (Fastify's default is 100).
+    routerOptions: { maxParamLength: 512 },
     return503OnClosing: true,
     forceCloseConnections: 'idle'
   })

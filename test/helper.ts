@@ -115,7 +115,7 @@ export interface TestApp {
  * otherwise the in-process one.
  */
 export async function startHerald (t: TestContext, opts: { redisUrl?: string, config?: Partial<HeraldConfig>, port?: number, options?: HeraldOptions } = {}): Promise<TestApp> {
-  const app = Fastify({ logger: process.env.HERALD_TEST_LOG === '1' ? { level: 'debug' } : false, forceCloseConnections: true })
+  const app = Fastify({ logger: process.env.HERALD_TEST_LOG === '1' ? { level: 'debug' } : false, forceCloseConnections: true, routerOptions: { maxParamLength: 512 } })
   const config: Partial<HeraldConfig> = {
     jwt: { secret: SECRET, algorithms: ['HS256'] },
     redisUrl: opts.redisUrl,

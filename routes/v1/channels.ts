@@ -13,6 +13,13 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
 
   fastify.post('/channels/:channel/events', {
     bodyLimit: ctx.config.maxBodyBytes,
+    // Fastify's default Ajv removes properties that additionalProperties: false forbids, instead of refusing them.
+    preValidation: async (request) => {
+      const body = request.body
+      if (body === null || typeof body !== 'object' || Array.isArray(body)) return
+      const unknown = Object.keys(body).filter((key) => !Object.hasOwn(PublishBody.properties, key))
+      if (unknown.length > 0) throw new Errors.VALIDATION('body must NOT have additional properties: ' + unknown.join(', '))
+    },
     schema: {
       summary: 'Publish an event',
       description: 'Stored in the bus (offset assigned) before the answer. `id` or `Idempotency-Key` makes a retry within IDEMPOTENCY_TTL return the first result.',
@@ -47,7 +54,8 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     }
   }, async (request, reply) => {
     const { channel } = request.params
-    const { since, limit } = request.query
+    const { since } = request.query
+    const limit = request.query.limit ?? Math.min(100, ctx.config.history.limitMax)
     fastify.authorize(request.principal!, 'subscribe', channel)
     if (limit > ctx.config.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${ctx.config.history.limitMax}`)
     const ns = ctx.channelOptions(channel)

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import type { Broker, Publication } from '../bus/broker.js'
+import type { Broker, HistoryResult, Publication } from '../bus/broker.js'
 import type { StreamPosition } from '../protocol/cursor.js'
 import type { PresenceMember } from '../presence/presence.js'
 import type { PresenceTracker } from '../presence/tracker.js'
@@ -40,6 +40,15 @@ export interface Sink {
   lost: (channel: string, reason: RecoveryFailure) => void
   /** A non-event frame for the channel's subscribers (presence changes), serialised once for all of them. */
   notify?: (channel: string, frame: string) => void
+}
+
+/** Why the events after `from` cannot all be replayed from `history` (read with `since: from.offset`), if they cannot. */
+function recoveryFailure (from: StreamPosition, history: HistoryResult): RecoveryFailure | undefined {
+  const { top, earliest, publications } = history
+  if (from.epoch !== top.epoch) return 'epoch_changed'
+  if (from.offset > top.offset) return 'offset_ahead'
+  if (from.offset < top.offset && (earliest > from.offset + 1 || publications.length < top.offset - from.offset)) return 'history_trimmed'
+  return undefined
 }
 
 interface Subscription {
@@ -157,11 +166,8 @@ export class Hub {
       throw err
     }
     if (state.subs.get(sink) !== sub) throw new Errors.NOT_SUBSCRIBED(channel) // unsubscribed meanwhile
-    const { top, earliest, publications } = history
-    let reason: RecoveryFailure | undefined
-    if (since.epoch !== top.epoch) reason = 'epoch_changed'
-    else if (since.offset > top.offset) reason = 'offset_ahead'
-    else if (since.offset < top.offset && (earliest > since.offset + 1 || publications.length < top.offset - since.offset)) reason = 'history_trimmed'
+    const { top, publications } = history
+    const reason = recoveryFailure(since, history)
     const replay = reason === undefined ? publications : []
     const result: SubscribeResult = reason === undefined
       ? { channel, offset: since.offset, epoch: top.epoch, recovered: true, replayed: replay.length }
@@ -296,12 +302,10 @@ export class Hub {
     state.phase = 'syncing'
     state.resyncAgain = false
     const channel = state.name
-    this.options.broker.history(channel, { since: state.offset, limit: this.replayLimit(channel), historyTtlSeconds: this.options.namespaces?.of(channel)?.historyTtl }).then(({ top, earliest, publications }) => {
+    this.options.broker.history(channel, { since: state.offset, limit: this.replayLimit(channel), historyTtlSeconds: this.options.namespaces?.of(channel)?.historyTtl }).then((history) => {
       if (this.channels.get(channel) !== state) return
-      let reason: RecoveryFailure | undefined
-      if (top.epoch !== state.epoch) reason = 'epoch_changed'
-      else if (top.offset < state.offset) reason = 'offset_ahead'
-      else if (top.offset > state.offset && (earliest > state.offset + 1 || publications.length < top.offset - state.offset)) reason = 'history_trimmed'
+      const { top, publications } = history
+      const reason = recoveryFailure(state, history)
       if (reason !== undefined) {
         this.options.log.warn({ channel, reason, offset: state.offset, epoch: state.epoch, top }, 'channel lost its position; subscribers must resubscribe')
         state.offset = top.offset
