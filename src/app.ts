@@ -153,7 +153,7 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
     const herr = toHeraldError(err, config)
     if (herr.statusCode >= 500 && herr.code === 'HERALD_ERR_INTERNAL') request.log.error({ err }, 'request failed')
     ctx.metrics.errors.inc({ code: herr.code })
-    if (herr.code === 'HERALD_ERR_RATE_LIMITED' || herr.code === 'HERALD_ERR_BUS_UNAVAILABLE' || herr.code === 'HERALD_ERR_DRAINING') reply.header('retry-after', '1')
+    if ((herr.code === 'HERALD_ERR_RATE_LIMITED' || herr.code === 'HERALD_ERR_BUS_UNAVAILABLE' || herr.code === 'HERALD_ERR_DRAINING') && !reply.hasHeader('retry-after')) reply.header('retry-after', '1')
     return reply.code(herr.statusCode).send(errorBody(herr))
   })
   fastify.setNotFoundHandler((request, reply) => {

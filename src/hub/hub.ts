@@ -31,7 +31,8 @@ export interface Sink {
   readonly member?: PresenceMember
   /** A subscription is ready: called right before its replay (if any), then live events follow. */
   subscribed: (result: SubscribeResult) => void
-  deliver: (pub: Publication) => void
+  /** `replay`: part of a resume's catch-up burst (history, then what arrived while it was read), not live. */
+  deliver: (pub: Publication, replay?: boolean) => void
   /**
    * The hub can no longer continue the channel without a gap (the bus came back with a new epoch, or missed
    * events are no longer in history). The subscription is already removed; the sink tells its client to
@@ -176,8 +177,8 @@ export class Hub {
     sub.buffer = null
     sub.offset = result.offset
     sink.subscribed(result)
-    for (const pub of replay) this.deliverTo(sink, sub, pub)
-    for (const pub of buffered) if (pub.epoch === result.epoch) this.deliverTo(sink, sub, pub)
+    for (const pub of replay) this.deliverTo(sink, sub, pub, true)
+    for (const pub of buffered) if (pub.epoch === result.epoch) this.deliverTo(sink, sub, pub, true)
     return result
   }
 
@@ -279,8 +280,8 @@ export class Hub {
     }
   }
 
-  private deliverTo (sink: Sink, sub: Subscription, pub: Publication): void {
-    if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
+  private deliverTo (sink: Sink, sub: Subscription, pub: Publication, replay = false): void {
+    if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub, replay) }
   }
 
   private drainPending (state: ChannelState): void {

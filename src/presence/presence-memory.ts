@@ -24,6 +24,7 @@ export class MemoryPresence implements PresenceStore {
     clients.set(member.client, member)
     subs.set(member.sub, n + 1)
     if (n === 0) this.announce({ channel, type: 'join', sub: member.sub, info: member.info })
+    else this.announce({ channel, type: 'connections', sub: member.sub })
     return { joined: n === 0, full: false }
   }
 
@@ -32,8 +33,10 @@ export class MemoryPresence implements PresenceStore {
     if (clients === undefined || !clients.delete(member.client)) return
     const subs = this.subs.get(channel)!
     const n = (subs.get(member.sub) ?? 1) - 1
-    if (n > 0) subs.set(member.sub, n)
-    else {
+    if (n > 0) {
+      subs.set(member.sub, n)
+      this.announce({ channel, type: 'connections', sub: member.sub })
+    } else {
       subs.delete(member.sub)
       this.announce({ channel, type: 'leave', sub: member.sub })
     }

@@ -23,6 +23,8 @@ local function cleanup(now)
       if redis.call('HINCRBY', KEYS[3], sub, -1) <= 0 then
         redis.call('HDEL', KEYS[3], sub)
         redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'leave', sub = sub}))
+      else
+        redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'conn', sub = sub}))
       end
     end
   end
@@ -49,6 +51,7 @@ if n == 1 then
   redis.call('PUBLISH', KEYS[4], '{"t":"join","m":' .. ARGV[4] .. '}')
   return 1
 end
+redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'conn', sub = ARGV[3]}))
 return 0
 `
 
@@ -60,6 +63,8 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
   redis.call('HDEL', KEYS[3], ARGV[3])
   redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'leave', sub = ARGV[3]}))
+else
+  redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'conn', sub = ARGV[3]}))
 end
 return 1
 `
@@ -174,6 +179,7 @@ export class RedisPresence implements PresenceStore {
       const msg = JSON.parse(message) as { t: string, m?: PresenceMember, sub?: string }
       if (msg.t === 'join' && msg.m !== undefined) this.handler({ channel, type: 'join', sub: msg.m.sub, info: msg.m.info })
       else if (msg.t === 'leave' && msg.sub !== undefined) this.handler({ channel, type: 'leave', sub: msg.sub })
+      else if (msg.t === 'conn' && msg.sub !== undefined) this.handler({ channel, type: 'connections', sub: msg.sub })
     } catch (err) {
       this.options.log.warn({ err, channel }, 'bad presence message')
     }

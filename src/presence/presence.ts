@@ -28,7 +28,8 @@ export interface PresenceCount {
 /** A member-level change, announced to every node watching the channel. */
 export interface PresenceChange {
   channel: string
-  type: 'join' | 'leave'
+  /** `connections`: a connection came or went without a member-level change (for counts-only namespaces). */
+  type: 'join' | 'leave' | 'connections'
   sub: string
   info?: unknown
 }

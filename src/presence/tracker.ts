@@ -93,13 +93,15 @@ export class PresenceTracker {
 
   private onChange (change: PresenceChange): void {
     if (!this.local.has(change.channel)) return
+    // A connection-level change only moves the counts: it matters to counts-only namespaces alone.
+    if (change.type === 'connections' && this.options.namespaces.of(change.channel)?.presenceCountsOnly !== true) return
     let p = this.pending.get(change.channel)
     if (p === undefined) {
       p = { joins: new Map(), leaves: new Set() }
       this.pending.set(change.channel, p)
     }
     // Within one window the last change of a sub wins, so the frame describes the state at its end.
-    if (change.type === 'join') { p.leaves.delete(change.sub); p.joins.set(change.sub, change.info) } else { p.joins.delete(change.sub); p.leaves.add(change.sub) }
+    if (change.type === 'join') { p.leaves.delete(change.sub); p.joins.set(change.sub, change.info) } else if (change.type === 'leave') { p.joins.delete(change.sub); p.leaves.add(change.sub) }
     if (this.flushTimer === undefined) this.flushTimer = setTimeout(() => this.flush(), this.options.batchMs).unref()
   }
 

@@ -12,7 +12,11 @@ export interface OutboxTarget {
   dropped: (channel: string) => void
 }
 
-interface Slot { pub: Publication, bytes: number, key?: string, dead: boolean }
+/**
+ * A waiting event. `held`: part of a resume's replay (or a `disconnect`-policy event queued behind one): it waits
+ * for the socket to drain and is never dropped for the bound, since the client asked for that burst.
+ */
+interface Slot { pub: Publication, bytes: number, key?: string, dead: boolean, held: boolean, replay: boolean }
 
 const FLUSH_MS = 10
 const keys = new WeakMap<Publication, string | null>()
@@ -41,10 +45,18 @@ function coalesceKeyOf (pub: Publication, field: string): string | null {
  *  - `coalesce`: like drop-oldest, but a waiting event is replaced by a newer one with the same `coalesceKey`,
  *    so a behind dashboard gets only the latest value per key.
  * Events of one channel are never reordered.
+ *
+ * A resume's replay (`push(…, true)`) is a burst the client asked for, not a sign that it is slow: it waits here
+ * and goes out as the socket drains, whatever the policy (its bytes are already in memory: the history read).
+ * Only live events count against the bound.
  */
 export class Outbox {
   private queue: Slot[] = []
+  /** Bytes of the droppable (drop-oldest / coalesce) slots. */
   private queuedBytes = 0
+  /** Held slots waiting, and the bytes of the live ones among them (bounded like the socket). */
+  private held = 0
+  private heldLiveBytes = 0
   private readonly byKey = new Map<string, Slot>()
   private timer?: NodeJS.Timeout
 
@@ -52,9 +64,21 @@ export class Outbox {
 
   get pending (): number { return this.queue.length }
 
-  /** Sends or holds one event; `ns` is the options of its channel's namespace. */
-  push (pub: Publication, ns: NamespaceOptions | undefined): void {
+  /** Sends or holds one event; `ns` is the options of its channel's namespace, `replay` marks a resume's replay. */
+  push (pub: Publication, ns: NamespaceOptions | undefined, replay = false): void {
     const policy = ns?.backpressure ?? 'disconnect'
+    // A replay that fits goes out at once, as live events do; only the part past the bound waits.
+    if (replay && this.queue.length === 0 && this.target.buffered() <= this.maxBytes) { this.target.write(pub); return }
+    if (replay || (policy === 'disconnect' && this.held > 0)) {
+      // Behind a replay, a live event waits its turn; the client is slow only if these pile up past the bound.
+      if (!replay && this.target.buffered() + this.heldLiveBytes > this.maxBytes) { this.target.evict(); return }
+      const bytes = pub.frame.length
+      this.queue.push({ pub, bytes, dead: false, held: true, replay })
+      this.held++
+      if (!replay) this.heldLiveBytes += bytes
+      this.schedule()
+      return
+    }
     if (policy === 'disconnect') {
       if (this.target.buffered() > this.maxBytes) { this.target.evict(); return }
       this.target.write(pub)
@@ -64,18 +88,30 @@ export class Outbox {
     const bytes = pub.frame.length
     const key = policy === 'coalesce' && ns?.coalesceKey !== undefined ? coalesceKeyOf(pub, ns.coalesceKey) : null
     const existing = key === null ? undefined : this.byKey.get(key)
-    if (existing !== undefined && !existing.dead) {
-      this.queuedBytes += bytes - existing.bytes
-      existing.pub = pub
-      existing.bytes = bytes
-    } else {
-      const slot: Slot = { pub, bytes, key: key ?? undefined, dead: false }
-      this.queue.push(slot)
-      this.queuedBytes += bytes
-      if (key !== null) this.byKey.set(key, slot)
+    if (existing !== undefined) {
+      // Superseded: the newer event takes a new place at the end, so offsets never go back.
+      this.forget(existing)
+      this.queue.splice(this.queue.indexOf(existing), 1)
     }
-    while (this.queuedBytes > this.maxBytes / 2 && this.queue.length > 0) this.dropChannel(this.queue[0].pub.channel)
+    const slot: Slot = { pub, bytes, key: key ?? undefined, dead: false, held: false, replay: false }
+    this.queue.push(slot)
+    this.queuedBytes += bytes
+    if (key !== null) this.byKey.set(key, slot)
+    while (this.queuedBytes > this.maxBytes / 2) {
+      const oldest = this.queue.find((s) => !s.held)
+      if (oldest === undefined) break
+      this.dropChannel(oldest.pub.channel)
+    }
     this.schedule()
+  }
+
+  /** Forgets the queued events of a channel the client no longer receives (unsubscribed). */
+  discard (channel: string): void {
+    this.queue = this.queue.filter((slot) => {
+      if (slot.pub.channel !== channel) return true
+      this.forget(slot)
+      return false
+    })
   }
 
   /** Forgets everything queued (the connection closed). */
@@ -84,20 +120,24 @@ export class Outbox {
     this.queue = []
     this.byKey.clear()
     this.queuedBytes = 0
+    this.held = 0
+    this.heldLiveBytes = 0
   }
 
   /** Drops every queued event of a channel (they follow a gap now) and tells the target. */
   private dropChannel (channel: string): void {
-    this.queue = this.queue.filter((slot) => {
-      if (slot.pub.channel !== channel) return true
-      this.forget(slot)
-      return false
-    })
+    this.discard(channel)
     this.target.dropped(channel)
   }
 
   private forget (slot: Slot): void {
+    if (slot.dead) return
     slot.dead = true
+    if (slot.held) {
+      this.held--
+      if (!slot.replay) this.heldLiveBytes -= slot.bytes
+      return
+    }
     this.queuedBytes -= slot.bytes
     if (slot.key !== undefined && this.byKey.get(slot.key) === slot) this.byKey.delete(slot.key)
   }

@@ -90,9 +90,9 @@ export class SseSession implements Sink, Connection {
     this.write(this.message(JSON.stringify({ type: 'subscribed', ...result }), encodeCursor(this.positions)))
   }
 
-  deliver (pub: Publication): void {
+  deliver (pub: Publication, replay = false): void {
     if (this.closed) return
-    this.outbox.push(pub, this.channels.get(pub.channel))
+    this.outbox.push(pub, this.channels.get(pub.channel), replay)
   }
 
   private writeEvent (pub: Publication): void {

@@ -83,11 +83,11 @@ export class WsSession implements Sink, Connection {
     this.send(JSON.stringify({ type: 'subscribed', ...result }))
   }
 
-  deliver (pub: Publication): void {
+  deliver (pub: Publication, replay = false): void {
     const state = this.subs.get(pub.channel)
     if (this.closed || state === undefined) return
     // Backpressure: a client that does not read must not grow this process's memory without bound.
-    this.outbox.push(pub, state.ns)
+    this.outbox.push(pub, state.ns, replay)
   }
 
   notify (channel: string, frame: string): void {
@@ -97,6 +97,7 @@ export class WsSession implements Sink, Connection {
   lost (channel: string, reason: RecoveryFailure): void {
     if (this.closed) return
     this.subs.delete(channel)
+    this.outbox.discard(channel)
     this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: ' + reason, resubscribe: true }))
   }
 
@@ -176,6 +177,7 @@ export class WsSession implements Sink, Connection {
     if (!this.subs.has(channel)) { this.fail(new Errors.NOT_SUBSCRIBED(channel), id, channel); return }
     this.subs.delete(channel)
     this.ctx.hub.unsubscribe(this, channel)
+    this.outbox.discard(channel)
     this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'client' }))
     if (id !== undefined) this.ack(id, { channel })
   }
@@ -220,6 +222,7 @@ export class WsSession implements Sink, Connection {
         if (can(principal, 'subscribe', channel)) continue
         this.subs.delete(channel)
         this.ctx.hub.unsubscribe(this, channel)
+        this.outbox.discard(channel)
         this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'forbidden' }))
       }
       if (id !== undefined) this.ack(id, { exp: principal.exp })

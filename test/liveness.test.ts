@@ -1,0 +1,205 @@
+import { describe, test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import WebSocket from 'ws'
+import { eachBus, startHerald, publish, token, until, sleep, WsClient, SseClient, type Frame } from './helper.js'
+
+/**
+ * Liveness: the server's WebSocket heartbeat, the application-level ping, and token expiry and refresh on the
+ * WebSocket and SSE. The tests mostly wait (for ping rounds and token expiries), so they run concurrently.
+ */
+
+/** Reads one metric sample from GET /metrics (0 when absent). */
+async function metric (url: string, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith(name + (labels === '' ? ' ' : '{' + labels + '} ')))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
+}
+
+/** A raw `ws` client that does not answer protocol pings (autoPong: false) but records them. */
+async function deafClient (t: TestContext, wsUrl: string, sub: string): Promise<{ socket: WebSocket, frames: Frame[], pings: number[], closed: Promise<{ code: number, at: number }> }> {
+  const socket = new WebSocket(`${wsUrl}/v1/ws`, { headers: { authorization: `Bearer ${token({ sub })}` }, autoPong: false })
+  t.after(() => socket.terminate())
+  const frames: Frame[] = []
+  const pings: number[] = []
+  socket.on('message', (data) => frames.push(JSON.parse(data.toString()) as Frame))
+  socket.on('ping', () => pings.push(Date.now()))
+  const closed = new Promise<{ code: number, at: number }>((resolve) => socket.once('close', (code) => resolve({ code, at: Date.now() })))
+  await new Promise<void>((resolve, reject) => { socket.once('open', () => resolve()); socket.once('error', reject) })
+  socket.on('error', () => {})
+  return { socket, frames, pings, closed }
+}
+
+/** Waits until the wall clock is past `exp` (seconds) plus `ms`. */
+async function pastExpiry (exp: number, ms: number): Promise<void> {
+  const left = exp * 1000 + ms - Date.now()
+  if (left > 0) await sleep(left)
+}
+
+/** The `exp` of a JWT (seconds). */
+function expOf (jwt: string): number {
+  return (JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()) as { exp: number }).exp
+}
+
+describe('liveness', { concurrency: true }, () => {
+  // ---------------------------------------------------------------- heartbeat
+
+  test('heartbeat: a client that never answers pings is terminated within ~2 ping intervals and counted; a normal client survives many rounds', async (t) => {
+    const { app, url, wsUrl } = await startHerald(t, { config: { wsPingIntervalSeconds: 1 } })
+    const normal = await WsClient.connect(wsUrl, { token: token({ sub: 'normal' }) })
+    t.after(() => normal.close())
+    await normal.subscribe('hb:1')
+    let normalPings = 0
+    normal.socket.on('ping', () => { normalPings++ })
+    assert.equal(normal.frames[0].type, 'connected')
+    assert.equal(normal.frames[0].pingInterval, 1)
+
+    const before = await metric(url, 'herald_heartbeat_timeouts_total')
+    assert.equal(before, 0)
+    const deaf = await deafClient(t, wsUrl, 'deaf')
+    const openedAt = Date.now()
+    assert.equal(app.herald.connections.count('ws'), 2)
+
+    // Pinged at the next round (≤ 1 s), terminated at the one after (≤ 2 s): allow scheduling slack.
+    const closed = await Promise.race([deaf.closed, sleep(2 * 1000 + 1500).then(() => null)])
+    assert.ok(closed !== null, 'a client that never answered a ping was not terminated within 2 × wsPingIntervalSeconds (+1.5 s)')
+    assert.equal(closed.code, 1006, 'terminated (no close handshake with a dead peer)')
+    assert.ok(deaf.pings.length >= 1, 'it was pinged before being terminated')
+    assert.ok(closed.at - openedAt <= 3500)
+    await until(() => app.herald.connections.count('ws') === 1, 'the terminated socket is forgotten')
+    assert.equal(await metric(url, 'herald_heartbeat_timeouts_total'), 1)
+
+    // The normal client answers pings by itself and is kept through several more rounds.
+    await sleep(2500)
+    assert.ok(normalPings >= 3, `the normal client was pinged ${normalPings} times`)
+    assert.equal(normal.closed, null)
+    assert.equal(await metric(url, 'herald_heartbeat_timeouts_total'), 1, 'no other socket timed out')
+    assert.equal((await publish(url, 'hb:1', { still: 'here' })).status, 201)
+    assert.deepEqual((await normal.events('hb:1', 1)).map((e) => e.data), [{ still: 'here' }])
+  })
+
+  test('application ping: a ping frame is answered by a pong with the same id (and one without id by a pong without)', async (t) => {
+    const { wsUrl } = await startHerald(t)
+    const ws = await WsClient.connect(wsUrl)
+    t.after(() => ws.close())
+    ws.send({ type: 'ping', id: 'p-1' })
+    ws.send({ type: 'ping', id: 'p-2' })
+    const p1 = await ws.waitFor((f) => f.type === 'pong' && f.id === 'p-1')
+    const p2 = await ws.waitFor((f) => f.type === 'pong' && f.id === 'p-2')
+    assert.deepEqual(p1, { type: 'pong', id: 'p-1' })
+    assert.deepEqual(p2, { type: 'pong', id: 'p-2' })
+    const from = ws.frames.length
+    ws.send({ type: 'ping' })
+    const bare = await ws.waitFor((f) => f.type === 'pong', 5000, from)
+    assert.equal(bare.id, undefined)
+    assert.equal(ws.frames.filter((f) => f.type === 'ack').length, 0, 'a ping is answered by a pong, not an ack')
+  })
+
+  // ---------------------------------------------------------------- token expiry
+
+  test('token expiry: a WebSocket whose token expires is closed with 4501 at the expiry, not before', async (t) => {
+    const { app, wsUrl } = await startHerald(t)
+    const tok = token({ sub: 'exp-ws' }, { expiresInMs: 2500 })
+    const exp = expOf(tok)
+    const ws = await WsClient.connect(wsUrl, { token: tok })
+    t.after(() => ws.close())
+    await ws.subscribe('exp:1')
+    const closed = await ws.waitClosed(4000)
+    const at = Date.now()
+    assert.equal(closed.code, 4501)
+    assert.match(closed.reason, /expired/)
+    assert.ok(at >= exp * 1000 - 50, `closed ${exp * 1000 - at} ms before the token's exp`)
+    assert.equal(app.herald.connections.count('ws'), 0)
+  })
+
+  eachBus('token refresh: a refreshed WebSocket lives past the old expiry and keeps its subscriptions', async (t, bus) => {
+    const { url, wsUrl } = await startHerald(t, { redisUrl: bus.redisUrl })
+    const old = token({ sub: 'refresher' }, { expiresInMs: 2500 })
+    const oldExp = expOf(old)
+    const ws = await WsClient.connect(wsUrl, { token: old })
+    t.after(() => ws.close())
+    await ws.subscribe('ref:1')
+    assert.equal((await publish(url, 'ref:1', { n: 1 })).status, 201)
+    await ws.events('ref:1', 1)
+
+    const fresh = token({ sub: 'refresher' }, { expiresInMs: 3600_000 })
+    ws.send({ type: 'refresh', token: fresh, id: 'r1' })
+    const ack = await ws.waitFor((f) => f.id === 'r1')
+    assert.equal(ack.type, 'ack', JSON.stringify(ack))
+    assert.equal(ack.exp, expOf(fresh))
+
+    await pastExpiry(oldExp, 1000)
+    assert.equal(ws.closed, null, 'the refreshed connection outlived the old token')
+    assert.equal((await publish(url, 'ref:1', { n: 2 })).status, 201)
+    const events = await ws.events('ref:1', 2)
+    assert.deepEqual(events.map((e) => [e.offset, e.data.n]), [[1, 1], [2, 2]], 'the subscription went on without a gap')
+    assert.equal(ws.frames.filter((f) => f.type === 'unsubscribed').length, 0)
+    ws.send({ type: 'ping', id: 'after' })
+    await ws.waitFor((f) => f.type === 'pong' && f.id === 'after')
+  })
+
+  test('token refresh with another sub is refused (UNAUTHORIZED) and does not extend the connection', async (t) => {
+    const { wsUrl } = await startHerald(t)
+    const tok = token({ sub: 'mallory-1' }, { expiresInMs: 2500 })
+    const exp = expOf(tok)
+    const ws = await WsClient.connect(wsUrl, { token: tok })
+    t.after(() => ws.close())
+    await ws.subscribe('ref:2')
+    ws.send({ type: 'refresh', token: token({ sub: 'mallory-2' }, { expiresInMs: 3600_000 }), id: 'other-sub' })
+    const err = await ws.waitFor((f) => f.id === 'other-sub')
+    assert.equal(err.type, 'error')
+    assert.equal(err.code, 'HERALD_ERR_UNAUTHORIZED')
+    assert.match(err.message, /same sub/)
+    // An invalid token is refused the same way.
+    ws.send({ type: 'refresh', token: token({ sub: 'mallory-1' }, { key: 'another-secret-0123456789abcdef' }), id: 'bad-sig' })
+    assert.equal((await ws.waitFor((f) => f.id === 'bad-sig')).code, 'HERALD_ERR_UNAUTHORIZED')
+    // The connection keeps working until its own token expires, then closes with 4501.
+    ws.send({ type: 'ping', id: 'still' })
+    await ws.waitFor((f) => f.type === 'pong' && f.id === 'still')
+    const closed = await ws.waitClosed(4000)
+    assert.equal(closed.code, 4501)
+    assert.ok(Date.now() >= exp * 1000 - 50)
+  })
+
+  eachBus('token refresh dropping a permission ends that subscription with reason forbidden; the others continue', async (t, bus) => {
+    const { url, wsUrl } = await startHerald(t, { redisUrl: bus.redisUrl })
+    const ws = await WsClient.connect(wsUrl, { token: token({ sub: 'narrowed', subscribe: ['a:*', 'b:*'] }) })
+    t.after(() => ws.close())
+    await ws.subscribe('a:1')
+    await ws.subscribe('b:1')
+    ws.send({ type: 'refresh', token: token({ sub: 'narrowed', subscribe: ['a:*'] }), id: 'narrow' })
+    const unsub = await ws.waitFor((f) => f.type === 'unsubscribed')
+    assert.deepEqual(unsub, { type: 'unsubscribed', channel: 'b:1', reason: 'forbidden' })
+    assert.equal((await ws.waitFor((f) => f.id === 'narrow')).type, 'ack')
+    assert.equal(ws.frames.filter((f) => f.type === 'unsubscribed').length, 1, 'only the channel no longer allowed')
+
+    // b:1 no longer delivers; a:1 does. b is published first, so had it been delivered it would be there by now.
+    assert.equal((await publish(url, 'b:1', { n: 'b' })).status, 201)
+    assert.equal((await publish(url, 'a:1', { n: 'a' })).status, 201)
+    await ws.events('a:1', 1)
+    await sleep(100)
+    assert.equal(ws.frames.filter((f) => f.type === 'event' && f.channel === 'b:1').length, 0)
+    // Subscribing again is refused under the new token.
+    await assert.rejects(ws.subscribe('b:1'), (err: { frame?: Frame }) => err.frame?.code === 'HERALD_ERR_FORBIDDEN')
+    assert.equal(ws.closed, null)
+  })
+
+  test('token expiry on SSE: the stream ends with a disconnect frame 4501 (reconnect: false) at the expiry', async (t) => {
+    const { app, url } = await startHerald(t)
+    const tok = token({ sub: 'exp-sse' }, { expiresInMs: 2500 })
+    const exp = expOf(tok)
+    const sse = await SseClient.open(url, ['exp:sse'], { token: tok })
+    t.after(() => sse.close())
+    await sse.waitFor((m) => m.data.type === 'subscribed')
+    assert.equal((await publish(url, 'exp:sse', { n: 1 })).status, 201)
+    await sse.waitEvents('exp:sse', 1)
+    const disconnect = await sse.waitFor((m) => m.data.type === 'disconnect', 4000)
+    const at = Date.now()
+    assert.equal(disconnect.data.code, 4501)
+    assert.equal(disconnect.data.reconnect, false, '4501 is terminal: get a new token first')
+    assert.match(disconnect.data.reason, /expired/)
+    assert.ok(at >= exp * 1000 - 50, 'not before the expiry')
+    await until(() => sse.ended, 'the stream ends after the disconnect frame', 3000)
+    assert.equal(sse.messages[sse.messages.length - 1].data.type, 'disconnect', 'the disconnect frame is the last message')
+    assert.equal(app.herald.connections.count('sse'), 0)
+  })
+})
