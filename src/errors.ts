@@ -21,6 +21,7 @@ export const Errors = {
   UNKNOWN_NAMESPACE: createError('HERALD_ERR_UNKNOWN_NAMESPACE', 'Namespace of channel %s is not configured', 404),
   PUBLISH_DISABLED: createError('HERALD_ERR_PUBLISH_DISABLED', 'Clients may not publish to channel %s over the WebSocket (namespace option clientPublish)', 403),
   PRESENCE_DISABLED: createError('HERALD_ERR_PRESENCE_DISABLED', 'Presence is not enabled for channel %s', 404),
+  PRESENCE_COUNTS_ONLY: createError('HERALD_ERR_PRESENCE_COUNTS_ONLY', 'Channel %s keeps presence counts only (namespace option presenceCountsOnly); ask for /presence/count', 400),
   ALREADY_SUBSCRIBED: createError('HERALD_ERR_ALREADY_SUBSCRIBED', 'Already subscribed to %s', 409),
   NOT_SUBSCRIBED: createError('HERALD_ERR_NOT_SUBSCRIBED', 'Not subscribed to %s', 409),
   IDEMPOTENCY_CONFLICT: createError('HERALD_ERR_IDEMPOTENCY_CONFLICT', 'Idempotency key %s was used on channel %s with different content', 409),

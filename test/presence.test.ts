@@ -233,6 +233,14 @@ eachBus('a counts-only namespace sends presence_count frames with the current co
   assert.deepEqual(counts().at(-1), { type: 'presence_count', channel: ch, members: 2, connections: 3 })
   for (const f of counts()) assert.deepEqual(Object.keys(f).sort(), ['channel', 'connections', 'members', 'type'])
   assert.equal(watcher.c.frames.filter((f) => f.type === 'presence_diff').length, 0, 'no member lists in a counts-only namespace')
+  // Nor are member lists built on request: REST and WebSocket presence queries are refused with their own code.
+  const list = await restPresence(url, ch)
+  assert.equal(list.status, 400)
+  assert.equal(list.body.code, 'HERALD_ERR_PRESENCE_COUNTS_ONLY')
+  watcher.c.send({ type: 'presence', channel: ch, id: 'p-list' })
+  const refused = await watcher.c.waitFor((f) => f.id === 'p-list')
+  assert.equal(refused.type, 'error')
+  assert.equal(refused.code, 'HERALD_ERR_PRESENCE_COUNTS_ONLY')
 })
 
 eachBus('a counts-only namespace also sends presence_count when only the number of connections changes', async (t, bus) => {

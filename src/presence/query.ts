@@ -19,6 +19,8 @@ function check (ctx: HeraldContext, principal: Principal, channel: string): NonN
 /** Who is in a channel, grouped by sub, for the REST route and the WebSocket `presence` frame. */
 export async function presenceOf (ctx: HeraldContext, principal: Principal, channel: string): Promise<PresenceMembers> {
   const presence = check(ctx, principal, channel)
+  // A counts-only room may hold tens of thousands: its member list is never built.
+  if (ctx.channelOptions(channel).presenceCountsOnly) throw new Errors.PRESENCE_COUNTS_ONLY(channel)
   const entries = await presence.store.list(channel)
   const bySub = new Map<string, PresenceMembers['members'][number]>()
   for (const e of entries) {
