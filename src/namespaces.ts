@@ -29,8 +29,8 @@ export const NamespaceOptionsSchema = Type.Object({
 export type NamespaceOptions = Static<typeof NamespaceOptionsSchema> & { historySize: number, historyTtl: number }
 
 export const NamespacesFileSchema = Type.Object({
-  defaults: Type.Optional(Type.Partial(NamespaceOptionsSchema)),
-  namespaces: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.@-]{0,128}$' }), Type.Partial(NamespaceOptionsSchema))),
+  defaults: Type.Optional(Type.Partial(NamespaceOptionsSchema, { additionalProperties: false })),
+  namespaces: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.@-]{0,128}$' }), Type.Partial(NamespaceOptionsSchema, { additionalProperties: false }))),
   unknown: Type.Optional(Type.Union([Type.Literal('default'), Type.Literal('refuse')], { description: 'Channels of namespaces not listed: use the defaults, or refuse them' }))
 }, { additionalProperties: false })
 
