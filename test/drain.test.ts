@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { startHerald, startRedis, redisSkipReason, freePort, publish, poll, token, until, sleep, SECRET, WsClient, SseClient, type Frame } from './helper.js'
+import { entryArgs, startHerald, startRedis, redisSkipReason, freePort, publish, poll, token, until, sleep, SECRET, WsClient, SseClient, type Frame } from './helper.js'
 
 /**
  * Graceful drain, in-process (`app.herald.drain()`) and as a real process (SIGTERM to src/server.ts on Redis):
@@ -94,7 +94,7 @@ test('SIGTERM to the standalone server on Redis mid-stream: every acknowledged p
     LOG_LEVEL: 'warn'
   }
   for (const key of ['PATH', 'HOME', 'TMPDIR']) if (process.env[key] !== undefined) env[key] = process.env[key]!
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, entryArgs('src/server.ts'), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr!.on('data', (d: Buffer) => { output += d.toString() })

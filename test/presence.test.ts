@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import WebSocket from 'ws'
 import {
-  SECRET, eachBus, freePort, publish, redisSkipReason, sleep, startHerald, startRedis, token, until, WsClient,
+  ROOT, SECRET, entryArgs, eachBus, freePort, publish, redisSkipReason, sleep, startHerald, startRedis, token, until, WsClient,
   type Frame
 } from './helper.js'
 import type { HeraldConfig } from '../src/config.js'
@@ -88,7 +88,6 @@ async function waitLeave (c: WsClient, channel: string, sub: string, timeoutMs =
   return await c.waitFor((f) => f.type === 'presence_diff' && f.channel === channel && f.leaves.some((l: { sub: string }) => l.sub === sub), timeoutMs)
 }
 
-const byClient = (a: { client: string }, b: { client: string }): number => a.client < b.client ? -1 : a.client > b.client ? 1 : 0
 
 // ---------------------------------------------------------------- listing
 
@@ -483,7 +482,7 @@ void test('a node killed with SIGKILL leaves no ghost member: B drops it and ann
   }
   delete env.NODE_TEST_CONTEXT
   delete env.NODE_ENV
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: '/work/main', env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, entryArgs('src/server.ts'), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout!.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr!.on('data', (d: Buffer) => { output += d.toString() })

@@ -1,23 +1,20 @@
 import { test, describe, before, after, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createRequire } from 'node:module'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+
 import { createSigner, createVerifier } from 'fast-jwt'
-import { freePort, publish, poll, sleep, WsClient, SseClient, token as helperToken } from './helper.js'
+import { entryArgs, freePort, publish, poll, sleep, WsClient, SseClient, token as helperToken } from './helper.js'
 
 /**
  * The standalone server (src/server.ts) and the token CLI as real processes. Each runs in its own temporary
  * directory (so a development secret never lands in the checkout), with tsx loaded by absolute URL.
  */
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
-const SERVER = join(ROOT, 'src', 'server.ts')
-const TOKEN_CLI = join(ROOT, 'src', 'cli', 'token.ts')
+const SERVER = 'src/server.ts'
+const TOKEN_CLI = 'src/cli/token.ts'
 const SECRET = 'server-test-secret-0123456789abcdef'
 
 interface Proc {
@@ -34,12 +31,12 @@ interface Proc {
 
 function tempDir (): string { return mkdtempSync(join(tmpdir(), 'herald-server-test-')) }
 
-/** Spawns `node --import tsx <script> ...args` with only the given environment (plus PATH, HOME, TMPDIR). */
-function spawnTs (script: string, args: string[], opts: { env?: Record<string, string>, cwd?: string } = {}): Proc {
+/** Spawns an entry point (built JS, or TS through tsx: see entryArgs) with only the given environment (plus PATH, HOME, TMPDIR). */
+function spawnTs (script: 'src/server.ts' | 'src/cli/token.ts', args: string[], opts: { env?: Record<string, string>, cwd?: string } = {}): Proc {
   const cwd = opts.cwd ?? tempDir()
   const base: Record<string, string> = {}
   for (const key of ['PATH', 'HOME', 'TMPDIR']) if (process.env[key] !== undefined) base[key] = process.env[key]!
-  const child = spawn(process.execPath, ['--import', TSX, script, ...args], { cwd, env: { ...base, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...entryArgs(script), ...args], { cwd, env: { ...base, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let stdout = ''
   let stderr = ''
