@@ -1,16 +1,24 @@
 import { build } from 'esbuild'
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
-/** Bundles the client library (client/index.ts) into one minified ESM file for browsers. */
+/**
+ * Bundles the client library (client/index.ts) into one minified ESM file for browsers: no dependencies, no Node
+ * built-ins (platform browser). Run from the sources (tsx) it bundles index.ts; run from a `tsc` build (dist/client)
+ * it bundles the compiled index.js next to it.
+ */
 export async function buildClient (outfile?: string): Promise<string> {
+  const source = fileURLToPath(new URL('./index.ts', import.meta.url))
+  const entry = existsSync(source) ? source : fileURLToPath(new URL('./index.js', import.meta.url))
   const result = await build({
-    entryPoints: [fileURLToPath(new URL('./index.ts', import.meta.url))],
+    entryPoints: [entry],
     bundle: true,
     format: 'esm',
     platform: 'browser',
     target: 'es2020',
     minify: true,
     sourcemap: false,
+    legalComments: 'none',
     write: outfile !== undefined,
     outfile,
     metafile: false

@@ -14,10 +14,11 @@ const staticRoutes: FastifyPluginAsync = async (fastify) => {
   const ctx = fastify.herald
   let bundle: Promise<string> | undefined
 
-  // Prebuilt by `npm run build:client` (the Docker image does); otherwise bundled once, in memory, on first request.
+  // In production, the bundle `npm run build:client` made (the Docker image does; esbuild is not installed there).
+  // Otherwise bundled once, in memory, from the current sources on first request, so it is never stale.
   async function clientBundle (): Promise<string> {
     const built = join(packageRoot, 'dist', 'public', 'herald.js')
-    if (existsSync(built)) return readFileSync(built, 'utf8')
+    if (ctx.config.production && existsSync(built)) return readFileSync(built, 'utf8')
     const { buildClient } = await import('../client/build.js')
     return await buildClient()
   }

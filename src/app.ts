@@ -108,6 +108,8 @@ async function heraldPlugin (fastify: FastifyInstance, opts: HeraldOptions): Pro
     }
   }
   fastify.decorate('herald', ctx)
+  // Drain before @fastify/websocket's own preClose closes every socket without a code (1005): clients get 1012.
+  fastify.addHook('preClose', (done) => { ctx.drain(); done() })
 
   if (ownsBroker) await broker.connect()
   if (ownsPresence) await store!.connect()

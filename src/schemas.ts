@@ -93,6 +93,13 @@ export const PresenceReply = Type.Object({
   count: Type.Object({ members: Type.Integer(), connections: Type.Integer() })
 })
 
+export const WhoAmIReply = Type.Object({
+  sub: Type.String(),
+  subscribe: Type.Array(Type.String(), { description: 'Channel patterns the token may subscribe to' }),
+  publish: Type.Array(Type.String(), { description: 'Channel patterns the token may publish to' }),
+  exp: Type.Optional(Type.Integer({ description: 'Expiry, seconds since 1970' }))
+})
+
 export const PresenceCountReply = Type.Object({
   channel: Type.String(),
   members: Type.Integer({ description: 'Distinct subs' }),

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { ChannelParams, ErrorBody, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply , sendJsonText } from '../../src/schemas.js'
+import { ChannelParams, ErrorBody, WhoAmIReply, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply , sendJsonText } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
 import { presenceCountOf, presenceOf } from '../../src/presence/query.js'
 
@@ -65,6 +65,19 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
       ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
     sendJsonText(reply, body)
+  })
+
+  fastify.get('/whoami', {
+    schema: {
+      summary: 'Who the token says you are',
+      description: 'A cheap authenticated probe: clients use it to tell an unreachable server (no answer) and a refused token (401) from a blocked transport.',
+      tags: ['client'],
+      security: [{ bearer: [] }],
+      response: { 200: WhoAmIReply, 401: ErrorBody }
+    }
+  }, async (request) => {
+    const { sub, subscribe, publish, exp } = request.principal!
+    return exp === undefined ? { sub, subscribe, publish } : { sub, subscribe, publish, exp }
   })
 
   fastify.get('/channels/:channel/presence', {

@@ -1,0 +1,33 @@
+/**
+ * An error from Herald (a HERALD_ERR_* code of docs/errors.md, from an HTTP body or an `error` frame) or from the
+ * client itself (HERALD_CLIENT_*).
+ */
+export class HeraldError extends Error {
+  readonly code: string
+  /** HTTP status, when the error came over HTTP (or the status the code maps to). */
+  readonly status?: number
+  /** The channel the error is about, if any. */
+  readonly channel?: string
+
+  constructor (code: string, message: string, details: { status?: number, channel?: string } = {}) {
+    super(message)
+    this.name = 'HeraldError'
+    this.code = code
+    this.status = details.status
+    this.channel = details.channel
+  }
+}
+
+/** Codes of errors the client raises itself. */
+export const ClientErrorCodes = {
+  /** `close()` was called (or the client closed after a terminal refusal) before the operation completed. */
+  CLOSED: 'HERALD_CLIENT_CLOSED',
+  /** The offline queue was full: this publish was rejected by the overflow policy. */
+  QUEUE_OVERFLOW: 'HERALD_CLIENT_QUEUE_OVERFLOW',
+  /** A request that needs a live connection (presence over WebSocket, refresh) lost it. */
+  DISCONNECTED: 'HERALD_CLIENT_DISCONNECTED',
+  /** `getToken` threw or returned something that is not a token. */
+  TOKEN: 'HERALD_CLIENT_TOKEN',
+  /** A network request failed. */
+  NETWORK: 'HERALD_CLIENT_NETWORK'
+} as const
