@@ -107,3 +107,23 @@ test('an idle SSE stream carries heartbeat comments', async (t) => {
   }
   assert.ok((text.match(/^: hb$/gm) ?? []).length >= 2, 'two heartbeats within a few seconds: ' + JSON.stringify(text))
 })
+
+test('the dev-only token route exists in development and not in production; the client bundle is served', async (t) => {
+  const dev = await startHerald(t)
+  const res = await fetch(`${dev.url}/dev/token?sub=zoe`)
+  assert.equal(res.status, 200)
+  const body = await res.json() as { token: string, sub: string }
+  assert.equal(body.sub, 'zoe')
+  const who = await fetch(`${dev.url}/v1/whoami`, { headers: { authorization: `Bearer ${body.token}` } })
+  assert.equal(who.status, 200)
+  assert.equal((await who.json() as { sub: string }).sub, 'zoe')
+  const bundle = await fetch(`${dev.url}/client/herald.js`)
+  assert.equal(bundle.status, 200)
+  assert.match(bundle.headers.get('content-type') ?? '', /javascript/)
+  assert.match(await bundle.text(), /createClient/)
+
+  const prod = await startHerald(t, { config: { production: true } })
+  const refused = await fetch(`${prod.url}/dev/token?sub=zoe`)
+  assert.equal(refused.status, 404)
+  assert.equal((await refused.json() as { code: string }).code, 'HERALD_ERR_NOT_FOUND')
+})
