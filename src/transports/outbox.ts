@@ -57,7 +57,8 @@ export class Outbox {
   /** Held slots waiting, and the bytes of the live ones among them (bounded like the socket). */
   private held = 0
   private heldLiveBytes = 0
-  private readonly byKey = new Map<string, Slot>()
+  /** Coalesce index (coalesce namespaces only; most outboxes never need one). */
+  private byKey?: Map<string, Slot>
   private timer?: NodeJS.Timeout
 
   constructor (private readonly target: OutboxTarget, private readonly maxBytes: number) {}
@@ -87,7 +88,7 @@ export class Outbox {
     if (this.queue.length === 0 && this.target.buffered() < this.maxBytes / 2) { this.target.write(pub); return }
     const bytes = pub.frame.length
     const key = policy === 'coalesce' && ns?.coalesceKey !== undefined ? coalesceKeyOf(pub, ns.coalesceKey) : null
-    const existing = key === null ? undefined : this.byKey.get(key)
+    const existing = key === null ? undefined : this.byKey?.get(key)
     if (existing !== undefined) {
       // Superseded: the newer event takes a new place at the end, so offsets never go back.
       this.forget(existing)
@@ -96,7 +97,7 @@ export class Outbox {
     const slot: Slot = { pub, bytes, key: key ?? undefined, dead: false, held: false, replay: false }
     this.queue.push(slot)
     this.queuedBytes += bytes
-    if (key !== null) this.byKey.set(key, slot)
+    if (key !== null) (this.byKey ??= new Map()).set(key, slot)
     while (this.queuedBytes > this.maxBytes / 2) {
       const oldest = this.queue.find((s) => !s.held)
       if (oldest === undefined) break
@@ -118,7 +119,7 @@ export class Outbox {
   clear (): void {
     clearTimeout(this.timer)
     this.queue = []
-    this.byKey.clear()
+    this.byKey = undefined
     this.queuedBytes = 0
     this.held = 0
     this.heldLiveBytes = 0
@@ -139,7 +140,7 @@ export class Outbox {
       return
     }
     this.queuedBytes -= slot.bytes
-    if (slot.key !== undefined && this.byKey.get(slot.key) === slot) this.byKey.delete(slot.key)
+    if (slot.key !== undefined && this.byKey?.get(slot.key) === slot) this.byKey.delete(slot.key)
   }
 
   private schedule (): void {

@@ -11,7 +11,7 @@ import { CloseCodes } from '../protocol/codes.js'
 import { parseClientFrame } from '../protocol/parse.js'
 import { Errors, isHeraldError, type HeraldError } from '../errors.js'
 import { errorFrame, frameBytes, wireFrame } from './transport.js'
-import { Outbox } from './outbox.js'
+import { Outbox, type OutboxTarget } from './outbox.js'
 import { TokenBucket } from './admission.js'
 import type { NamespaceOptions } from '../namespaces.js'
 import { presenceOf } from '../presence/query.js'
@@ -26,7 +26,7 @@ const SEND_TEXT = { binary: false }
  * One WebSocket connection: a hub sink for its subscriptions and the handler of its client frames.
  * Every client frame with an `id` is answered by exactly one `ack` or `error` carrying that id.
  */
-export class WsSession implements Sink, Connection {
+export class WsSession implements Sink, Connection, OutboxTarget {
   readonly transport = 'ws' as const
   readonly id: string
   private readonly subs = new Map<string, SubState>()
@@ -34,7 +34,7 @@ export class WsSession implements Sink, Connection {
   /** Heartbeat: set on every pong; a ping round that finds it false terminates the connection. */
   alive = true
   readonly openedAt = Date.now()
-  readonly member: PresenceMember
+  private presenceMember?: PresenceMember
   private readonly outbox: Outbox
   private readonly bucket: TokenBucket
   /** Frames refused by the rate limit in the current 10 s window. */
@@ -51,26 +51,18 @@ export class WsSession implements Sink, Connection {
     this.plain = socket.extensions === ''
     this.bucket = new TokenBucket(ctx.config.limits.wsRate, ctx.config.limits.wsBurst)
     this.scheduleExpiry()
-    this.member = { sub: principal.sub, client: this.id, connectedAt: this.openedAt, info: principal.info }
-    this.outbox = new Outbox({
-      buffered: () => socket.bufferedAmount,
-      write: (pub) => this.writeEvent(pub),
-      evict: () => {
-        ctx.metrics.evictions.inc({ transport: 'ws', reason: 'disconnect' })
-        this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect and resume from your last offsets')
-      },
-      dropped: (channel) => {
-        ctx.metrics.evictions.inc({ transport: 'ws', reason: 'dropped' })
-        if (!this.subs.delete(channel)) return
-        ctx.hub.unsubscribe(this, channel)
-        this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: slow_consumer', resubscribe: true }))
-      }
-    }, ctx.config.maxBufferBytes)
+    this.outbox = new Outbox(this, ctx.config.maxBufferBytes)
     socket.on('message', (data, isBinary) => this.onMessage(data, isBinary))
     socket.on('pong', () => { this.alive = true })
     socket.on('close', (code, reason) => this.onClose(code, reason.toString()))
     ctx.connections.add(this)
     this.send(JSON.stringify({ type: 'connected', client: this.id, sub: principal.sub, pingInterval: ctx.config.wsPingIntervalSeconds }))
+  }
+
+  /** Who this connection is in presence, built on first use (most connections never need it). */
+  get member (): PresenceMember {
+    this.presenceMember ??= { sub: this.principal.sub, client: this.id, connectedAt: this.openedAt, info: this.principal.info }
+    return this.presenceMember
   }
 
   // ---- Sink ----
@@ -101,12 +93,28 @@ export class WsSession implements Sink, Connection {
     this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: ' + reason, resubscribe: true }))
   }
 
+  // ---- OutboxTarget ----
+
+  buffered (): number { return this.socket.bufferedAmount }
+
+  evict (): void {
+    this.ctx.metrics.evictions.inc({ transport: 'ws', reason: 'disconnect' })
+    this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect and resume from your last offsets')
+  }
+
+  dropped (channel: string): void {
+    this.ctx.metrics.evictions.inc({ transport: 'ws', reason: 'dropped' })
+    if (!this.subs.delete(channel)) return
+    this.ctx.hub.unsubscribe(this, channel)
+    this.send(JSON.stringify({ type: 'unsubscribed', channel, reason: 'insufficient_state: slow_consumer', resubscribe: true }))
+  }
+
   /**
    * Serialise once, frame once: with no extension negotiated (no compression) and ws's sender idle, the
    * publication's shared, pre-built WebSocket frame goes straight to the TCP socket — exactly the bytes
    * `socket.send` would write, without a header, an options object and two writes per subscriber.
    */
-  private writeEvent (pub: Publication): void {
+  write (pub: Publication): void {
     const internals = this.socket as unknown as WsInternals
     const raw = internals._socket
     if (this.plain && internals._sender._state === 0 && this.socket.readyState === 1 && raw !== null && raw.writable) raw.write(wireFrame(pub))
