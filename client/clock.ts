@@ -23,3 +23,33 @@ export const systemClock: Clock = {
 export async function sleep (clock: Clock, ms: number): Promise<void> {
   await new Promise<void>((resolve) => { clock.setTimeout(resolve, ms) })
 }
+
+/** Timers and waits that can all be cancelled at once (the client's retries, cancelled by close()). */
+export class Timers {
+  private readonly timers = new Set<TimerHandle>()
+  private readonly waits = new Set<() => void>()
+
+  constructor (private readonly clock: Clock) {}
+
+  /** Calls `fn` after `ms`, unless cancelled. */
+  later (fn: () => void, ms: number): void {
+    const timer = this.clock.setTimeout(() => { this.timers.delete(timer); fn() }, ms)
+    this.timers.add(timer)
+  }
+
+  /** Waits `ms`, or less if cancelled meanwhile. */
+  async pause (ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const wake = (): void => { this.waits.delete(wake); this.clock.clearTimeout(timer); resolve() }
+      const timer = this.clock.setTimeout(wake, ms)
+      this.waits.add(wake)
+    })
+  }
+
+  /** Drops the pending timers and ends the waits at once. */
+  cancel (): void {
+    for (const timer of this.timers) this.clock.clearTimeout(timer)
+    this.timers.clear()
+    for (const wake of [...this.waits]) wake()
+  }
+}

@@ -31,3 +31,6 @@ export const ClientErrorCodes = {
   /** A network request failed. */
   NETWORK: 'HERALD_CLIENT_NETWORK'
 } as const
+
+/** Server error codes that may pass: a publish is retried with the same idempotency id, a subscribe later. */
+export const TRANSIENT = new Set(['HERALD_ERR_BUS_UNAVAILABLE', 'HERALD_ERR_RATE_LIMITED', 'HERALD_ERR_DRAINING', 'HERALD_ERR_INTERNAL'])

@@ -11,9 +11,14 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
   const sessions = new Set<WsSession>()
 
   // One liveness loop for every socket (the `ws` README's isAlive pattern): a socket that did not answer the
-  // previous ping is terminated; the others are pinged again.
+  // previous ping is terminated; the others are pinged again. The round is spread over the interval in slices, so
+  // 10,000 sockets cost 1,000 pings per tenth of it rather than 10,000 writes in one tick (a latency spike for all).
+  const SLICES = 10
+  let slice = 0
   const heartbeat = setInterval(() => {
+    slice = (slice + 1) % SLICES
     for (const session of sessions) {
+      if (session.heartbeatSlice !== slice) continue
       if (!session.alive) {
         ctx.metrics.heartbeatTimeouts.inc()
         session.terminate('heartbeat timeout')
@@ -22,7 +27,7 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       session.alive = false
       session.ping()
     }
-  }, ctx.config.wsPingIntervalSeconds * 1000).unref()
+  }, ctx.config.wsPingIntervalSeconds * 1000 / SLICES).unref()
   fastify.addHook('onClose', async () => { clearInterval(heartbeat) })
 
   fastify.route({
@@ -55,6 +60,7 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       if (raw !== undefined) raw._httpMessage = null // the ServerResponse @fastify/websocket assigned to route the upgrade
       socket.on('error', (err) => { ctx.log.debug({ err: err.message }, 'websocket error'); socket.terminate() })
       const session = new WsSession(ctx, socket, request.principal!)
+      session.heartbeatSlice = sessions.size % SLICES
       sessions.add(session)
       ctx.log.info({ client: session.id, sub: session.principal.sub, ip: request.ip }, 'websocket open')
       socket.on('close', () => sessions.delete(session))
