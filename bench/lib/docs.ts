@@ -1,0 +1,204 @@
+import { PEERS, SCENARIOS, type PeerId, type RunResult, type ScenarioId } from './scenarios.js'
+import { chart, type Panel } from './svg.js'
+import { table } from './report.js'
+
+export interface BenchResults {
+  mode: 'quick' | 'full'
+  startedAt: string
+  finishedAt: string
+  command: string
+  machine: { nproc: number, cpuModel: string, node: string, kernel: string, memGiB: number, fdSoft: number, fdHard: number, connectionCap: number }
+  conditions: { loadavgStart: number[], loadavgEnd: number[], notes: string[] }
+  results: RunResult[]
+}
+
+const label = (id: PeerId): string => PEERS.find((p) => p.id === id)?.label ?? id
+const ms = (v: number | undefined): string => v === undefined ? '—' : v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)
+const num = (v: number | null | undefined, digits = 0): string => v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+const kib = (b: number | null | undefined): string => b === null || b === undefined ? '—' : (b / 1024).toFixed(1)
+const mib = (b: number | null | undefined): string => b === null || b === undefined ? '—' : (b / 1048576).toFixed(0)
+
+function get (r: BenchResults, s: ScenarioId, p: PeerId): RunResult | undefined {
+  return r.results.find((x) => x.scenario === s && x.peer === p)
+}
+
+/** Row sets per scenario: [header, ...rows]; used for both the console and Markdown. */
+export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title: string, description: string, rows: string[][], notes: string[] }> {
+  const out: Array<{ id: ScenarioId, title: string, description: string, rows: string[][], notes: string[] }> = []
+  for (const sc of SCENARIOS) {
+    const runs = sc.peers.map((p) => get(r, sc.id, p)).filter((x): x is RunResult => x !== undefined)
+    if (runs.length === 0) continue
+    const notes: string[] = []
+    let rows: string[][]
+    const failed = (x: RunResult): string[] => [label(x.peer), 'failed: ' + (x.error ?? 'unknown').slice(0, 120)]
+    if (sc.id === 'latency' || sc.id === 'mixed') {
+      rows = [['server', 'conns', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'deliveries/s', 'lost', 'dup', 'server µs CPU/delivery', 'server cores', 'redis µs/delivery', 'generator cores', 'other procs cores']]
+      for (const x of runs) {
+        if (!x.ok || x.latency === undefined) { rows.push(failed(x)); continue }
+        rows.push([label(x.peer), num(x.ready), ms(x.latency.p50), ms(x.latency.p90), ms(x.latency.p99), ms(x.latency.p999), ms(x.latency.max), num(x.deliveredPerSec),
+          num(x.lost), num(x.duplicates), num(x.serverUsPerDelivery, 2), num(x.serverCores, 2), num(x.redisUsPerDelivery, 2), num(x.generatorCores, 2), num(x.otherCores, 2)])
+      }
+    } else if (sc.id === 'max-throughput') {
+      rows = [['server', 'max sustained deliveries/s', 'p99 ms there', 'server µs CPU/delivery there', 'steps: deliveries/s asked → measured, p99 ms (✓ pass / ✗ why) [cores used by other processes, when > 0.25]']]
+      for (const x of runs) {
+        if (!x.ok || x.steps === undefined) { rows.push(failed(x)); continue }
+        const best = x.steps.filter((s) => s.pass).sort((a, b) => b.perSec - a.perSec)[0]
+        // Steps and the session's stages are in the same order: the machine figures come from there.
+        const other = (i: number): string => { const o = x.summary?.stages[i]?.machine?.otherCores; return o !== undefined && o > 0.25 ? ` [others ${o.toFixed(1)} cores]` : '' }
+        rows.push([label(x.peer), num(x.maxSustainedPerSec ?? null), best === undefined ? '—' : ms(best.p99), best === undefined ? '—' : num(best.usPerDelivery, 2),
+          x.steps.map((s, i) => `${fmtK(s.targetPerSec)}→${fmtK(s.perSec)} ${ms(s.p99)}${s.pass ? ' ✓' : ' ✗ ' + s.why.replace('p99 ≥ 50 ms', 'p99')}${other(i)}`).join('; ')])
+      }
+    } else if (sc.id === 'idle-memory') {
+      rows = [['server', 'connections', 'RSS before (MiB)', 'RSS idle with all connected (MiB)', 'KiB per connection']]
+      for (const x of runs) {
+        if (!x.ok) { rows.push(failed(x)); continue }
+        rows.push([label(x.peer), num(x.ready), mib(x.rssBeforeBytes), mib(x.rssAfterBytes), kib(x.rssPerConnectionBytes)])
+      }
+    } else {
+      rows = [['server', 'clients', 'subscribed', 'failed', 'all subscribed after (s)', 'connect p50 ms', 'connect p99 ms', 'to subscribed p99 ms']]
+      for (const x of runs) {
+        if (!x.ok) { rows.push(failed(x)); continue }
+        rows.push([label(x.peer), num(x.connections), num(x.ready), num(x.failed), ((x.allSubscribedMs ?? 0) / 1000).toFixed(2), ms(x.connect?.p50), ms(x.connect?.p99), ms(x.subscribed?.p99)])
+      }
+    }
+    // Competing load is shown per row (other procs cores) or per step; the other warnings are listed.
+    for (const x of runs) for (const w of x.warnings) if (!/other processes on this machine/.test(w)) notes.push(`${label(x.peer)}: ${w}`)
+    out.push({ id: sc.id, title: `${sc.number}. ${sc.title}`, description: sc.description, rows, notes })
+  }
+  return out
+}
+
+function fmtK (v: number): string { return v >= 1000 ? (v / 1000).toFixed(v >= 10_000 ? 0 : 1) + 'k' : v.toFixed(0) }
+
+/** Herald / peer ratios (lower is better for latency, CPU, memory and storm time; higher for throughput). */
+export function ratioRows (r: BenchResults): string[][] {
+  const rows: string[][] = [['Herald variant / peer', 'S1 p99 latency', 'S1 CPU per delivery', 'S2 max sustained deliveries/s', 'S3 memory per connection', 'S4 storm time']]
+  const ratio = (a: number | null | undefined, b: number | null | undefined): string => a === null || a === undefined || b === null || b === undefined || b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? '—' : (a / b).toFixed(2) + '×'
+  for (const h of ['herald-redis', 'herald-memory'] as PeerId[]) {
+    for (const p of ['bare-ws', 'socketio'] as PeerId[]) {
+      const v = (s: ScenarioId, id: PeerId): RunResult | undefined => { const x = get(r, s, id); return x?.ok === true ? x : undefined }
+      rows.push([`${label(h)} / ${label(p)}`,
+        ratio(v('latency', h)?.latency?.p99, v('latency', p)?.latency?.p99),
+        ratio(v('latency', h)?.serverUsPerDelivery, v('latency', p)?.serverUsPerDelivery),
+        ratio(v('max-throughput', h)?.maxSustainedPerSec, v('max-throughput', p)?.maxSustainedPerSec),
+        ratio(v('idle-memory', h)?.rssPerConnectionBytes, v('idle-memory', p)?.rssPerConnectionBytes),
+        ratio(v('storm', h)?.allSubscribedMs, v('storm', p)?.allSubscribedMs)])
+    }
+  }
+  return rows
+}
+
+export interface TargetCheck { target: string, measured: string, pass: boolean | null }
+
+/** The issue's targets, checked against Herald with the Redis bus (the configuration comparable with the Redis-backed peers). */
+export function targetChecks (r: BenchResults): TargetCheck[] {
+  const v = (s: ScenarioId, id: PeerId): RunResult | undefined => { const x = get(r, s, id); return x?.ok === true ? x : undefined }
+  const checks: TargetCheck[] = []
+  const add = (target: string, a: number | null | undefined, b: number | null | undefined, op: (a: number, b: number) => boolean, show: (a: number, b: number) => string): void => {
+    if (a === null || a === undefined || b === null || b === undefined || !Number.isFinite(a) || !Number.isFinite(b)) { checks.push({ target, measured: 'not measured', pass: null }); return }
+    checks.push({ target, measured: show(a, b), pass: op(a, b) })
+  }
+  const hr = v('latency', 'herald-redis')
+  const bare = v('latency', 'bare-ws')
+  const sio = v('latency', 'socketio')
+  add('S1 Herald (Redis) p99 < 10 ms', hr?.latency?.p99, 10, (a, b) => a < b, (a) => `${ms(a)} ms`)
+  add('S1 Herald (Redis) p99 ≤ ½ × bare ws p99', hr?.latency?.p99, bare?.latency?.p99, (a, b) => a <= b / 2, (a, b) => `${ms(a)} vs ${ms(b)} ms (${(a / b).toFixed(2)}×)`)
+  add('S1 server CPU per delivery ≤ bare ws', hr?.serverUsPerDelivery, bare?.serverUsPerDelivery, (a, b) => a <= b, (a, b) => `${a.toFixed(2)} vs ${b.toFixed(2)} µs (${(a / b).toFixed(2)}×)`)
+  add('S1 server CPU per delivery ≤ 0.7 × Socket.IO', hr?.serverUsPerDelivery, sio?.serverUsPerDelivery, (a, b) => a <= 0.7 * b, (a, b) => `${a.toFixed(2)} vs ${b.toFixed(2)} µs (${(a / b).toFixed(2)}×)`)
+  add('S3 memory per idle connection ≤ 1.25 × bare ws', v('idle-memory', 'herald-redis')?.rssPerConnectionBytes, v('idle-memory', 'bare-ws')?.rssPerConnectionBytes, (a, b) => a <= 1.25 * b, (a, b) => `${kib(a)} vs ${kib(b)} KiB (${(a / b).toFixed(2)}×)`)
+  add('S2 max sustained deliveries/s ≥ bare ws', v('max-throughput', 'herald-redis')?.maxSustainedPerSec, v('max-throughput', 'bare-ws')?.maxSustainedPerSec, (a, b) => a >= b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
+  add('S2 max sustained deliveries/s ≥ 1.5 × Socket.IO', v('max-throughput', 'herald-redis')?.maxSustainedPerSec, v('max-throughput', 'socketio')?.maxSustainedPerSec, (a, b) => a >= 1.5 * b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
+  const heraldRuns = r.results.filter((x) => x.peer.startsWith('herald') && x.ok && x.lost !== undefined)
+  const lost = heraldRuns.reduce((n, x) => n + (x.lost ?? 0) + (x.duplicates ?? 0), 0) + r.results.filter((x) => x.peer.startsWith('herald') && x.steps !== undefined).reduce((n, x) => n + x.steps!.filter((s) => s.pass).reduce((m, s) => m + s.lost, 0), 0)
+  checks.push({ target: 'No event lost or duplicated (every Herald run within its limits)', measured: heraldRuns.length === 0 ? 'not measured' : `${lost} lost or duplicated`, pass: heraldRuns.length === 0 ? null : lost === 0 })
+  return checks
+}
+
+export function consoleReport (r: BenchResults): string {
+  const out: string[] = []
+  for (const t of scenarioTables(r)) {
+    out.push(`\n== ${t.title}\n${t.description}\n`)
+    out.push(table(t.rows))
+    if (t.notes.length > 0) out.push(t.notes.map((n) => '  ! ' + n).join('\n'))
+  }
+  out.push('\n== Ratios (Herald / peer)\n')
+  out.push(table(ratioRows(r)))
+  out.push('\n== Targets (Herald with the Redis bus)\n')
+  out.push(table([['target', 'measured', 'result'], ...targetChecks(r).map((c) => [c.target, c.measured, c.pass === null ? '—' : c.pass ? 'met' : 'MISSED'])]))
+  return out.join('\n')
+}
+
+function md (rows: string[][]): string {
+  const esc = (c: string): string => c.replace(/\|/g, '\\|')
+  return [
+    '| ' + rows[0].map(esc).join(' | ') + ' |',
+    '|' + rows[0].map((_, i) => i === 0 ? '---' : '---:').join('|') + '|',
+    ...rows.slice(1).map((r) => '| ' + r.map(esc).join(' | ') + ' |')
+  ].join('\n')
+}
+
+/** The generated part of docs/benchmarks.md (between the results markers). */
+export function markdownResults (r: BenchResults): string {
+  const m = r.machine
+  const out: string[] = []
+  out.push(`Run: ${r.mode} mode, ${r.startedAt} → ${r.finishedAt} (\`${r.command}\`).`)
+  out.push('')
+  out.push(`Machine: ${m.nproc} × ${m.cpuModel}, ${m.memGiB.toFixed(0)} GiB RAM, Linux ${m.kernel}, Node ${m.node}; open files limit ${m.fdSoft} (hard ${m.fdHard}), ` +
+    `so the 20,000-connection scenarios ran with ${num(m.connectionCap)} connections. Server, Redis and load generator share the same ${m.nproc} cores.`)
+  out.push('')
+  out.push(`Load average at the start ${r.conditions.loadavgStart.map((v) => v.toFixed(2)).join(' / ')}, at the end ${r.conditions.loadavgEnd.map((v) => v.toFixed(2)).join(' / ')}.`)
+  for (const n of r.conditions.notes) out.push('', n)
+  for (const t of scenarioTables(r)) {
+    out.push('', `### ${t.title}`, '', t.description, '', md(t.rows))
+    if (t.notes.length > 0) out.push('', t.notes.map((n) => '- ' + n).join('\n'))
+  }
+  out.push('', '### Ratios (Herald / peer)', '', 'Lower is better except for throughput.', '', md(ratioRows(r)))
+  out.push('', '### Targets', '', 'Checked against Herald with the Redis bus, the configuration comparable with the Redis-backed peers.', '')
+  out.push(md([['target', 'measured', 'result'], ...targetChecks(r).map((c) => [c.target, c.measured, c.pass === null ? '—' : c.pass ? 'met' : '**missed**'])]))
+  return out.join('\n')
+}
+
+export function svgReport (r: BenchResults): string {
+  const peers = PEERS.filter((p) => p.diagnostic !== true).map((p) => p.id)
+  const groupLabel = (id: PeerId): string => label(id).replace(', ', ',\n').replace(' + ', ' +\n')
+  const lat = (id: PeerId): RunResult | undefined => { const x = get(r, 'latency', id); return x?.ok === true ? x : undefined }
+  const panels: Panel[] = [
+    {
+      title: 'S1 publish-to-deliver latency (50k deliveries/s)',
+      unit: 'ms',
+      log: true,
+      series: [{ name: 'p50', color: '#9ecae1' }, { name: 'p90', color: '#6baed6' }, { name: 'p99', color: '#3182bd' }, { name: 'p99.9', color: '#08519c' }],
+      groups: peers.map((id) => ({ label: groupLabel(id), values: [lat(id)?.latency?.p50 ?? null, lat(id)?.latency?.p90 ?? null, lat(id)?.latency?.p99 ?? null, lat(id)?.latency?.p999 ?? null] }))
+    },
+    {
+      title: 'S2 max sustained deliveries/s (p99 < 50 ms)',
+      unit: 'deliveries per second',
+      series: [{ name: 'deliveries/s', color: '#31a354' }],
+      groups: peers.map((id) => { const x = get(r, 'max-throughput', id); return { label: groupLabel(id), values: [x?.ok === true ? x.maxSustainedPerSec ?? null : null] } })
+    },
+    {
+      title: 'S1 server CPU per delivered event',
+      unit: 'µs of CPU',
+      series: [{ name: 'server', color: '#e6550d' }, { name: 'redis-server', color: '#fdae6b' }],
+      groups: peers.map((id) => ({ label: groupLabel(id), values: [lat(id)?.serverUsPerDelivery ?? null, lat(id)?.redisUsPerDelivery ?? null] }))
+    },
+    {
+      title: 'S3 server memory per idle subscribed connection',
+      unit: 'KiB',
+      series: [{ name: 'KiB/connection', color: '#756bb1' }],
+      groups: peers.map((id) => { const x = get(r, 'idle-memory', id); return { label: groupLabel(id), values: [x?.ok === true && x.rssPerConnectionBytes != null ? x.rssPerConnectionBytes / 1024 : null] } })
+    }
+  ]
+  return chart(`Herald vs Socket.IO vs bare ws — ${r.machine.nproc} cores, Node ${r.machine.node} (${r.startedAt.slice(0, 10)})`, panels)
+}
+
+export const RESULTS_START = '<!-- bench:results:start (generated by `npm run bench`; edit outside these markers) -->'
+export const RESULTS_END = '<!-- bench:results:end -->'
+
+/** Replaces the generated block of docs/benchmarks.md, keeping everything written around it. */
+export function spliceDoc (existing: string | undefined, generated: string, template: string): string {
+  const base = existing !== undefined && existing.includes(RESULTS_START) && existing.includes(RESULTS_END) ? existing : template
+  const a = base.indexOf(RESULTS_START)
+  const b = base.indexOf(RESULTS_END)
+  return base.slice(0, a + RESULTS_START.length) + '\n\n' + generated + '\n\n' + base.slice(b)
+}

@@ -1,0 +1,173 @@
+import type { LoadOptions, PeerProtocol } from './options.js'
+import type { LoadSummary, StageResult } from './session.js'
+import type { Percentiles } from './hist.js'
+
+export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300'
+export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed'
+
+export interface PeerDef {
+  id: PeerId
+  label: string
+  protocol: PeerProtocol
+  redis: boolean
+  script: string
+  /** Transports the peer has (only Herald has SSE and long-poll). */
+  transports: string
+  /** Extra environment of the server process. */
+  env?: Record<string, string>
+  /** Not run unless asked for with --peers (a diagnostic variant, not one of the compared servers). */
+  diagnostic?: boolean
+}
+
+export const PEERS: PeerDef[] = [
+  { id: 'herald-memory', label: 'Herald, in-process bus', protocol: 'herald', redis: false, script: 'src/server.ts', transports: 'ws, sse, long-poll' },
+  { id: 'herald-redis', label: 'Herald, Redis bus', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll' },
+  { id: 'socketio', label: 'Socket.IO 4 + redis-adapter', protocol: 'socketio', redis: true, script: 'bench/peers/socketio.ts', transports: 'ws' },
+  { id: 'bare-ws', label: 'bare ws + ioredis', protocol: 'bare', redis: true, script: 'bench/peers/bare-ws.ts', transports: 'ws' },
+  // Diagnostic: Herald with its WebSocket heartbeat out of the measurement (WS_PING_INTERVAL=300 s instead of 25 s).
+  { id: 'herald-redis-ping300', label: 'Herald, Redis bus, WS_PING_INTERVAL=300 (diagnostic)', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_PING_INTERVAL: '300' }, diagnostic: true }
+]
+
+export interface ScenarioSize {
+  connections: number
+  rooms: number
+  rate: number
+  duration: number
+  warmup: number
+  /** Idle seconds before the memory reading (idle-memory). */
+  idle: number
+  /** Deliveries per second to try, in order (max-throughput). */
+  steps: number[]
+  mix: LoadOptions['mix']
+  ramp: number
+  maxPending: number
+  capSeconds: number
+}
+
+export interface ScenarioDef {
+  id: ScenarioId
+  number: number
+  title: string
+  description: string
+  peers: PeerId[]
+  size: (quick: boolean, fdCap: number) => ScenarioSize
+}
+
+const ALL: PeerId[] = ['herald-memory', 'herald-redis', 'socketio', 'bare-ws', 'herald-redis-ping300']
+const WS_ONLY = { ws: 100, sse: 0, poll: 0 }
+
+export const SCENARIOS: ScenarioDef[] = [
+  {
+    id: 'latency',
+    number: 1,
+    title: 'Latency at fixed load',
+    description: '10,000 WebSocket connections, 100 rooms (100 subscribers each), 500 events/s published over REST: 50,000 deliveries/s.',
+    peers: ALL,
+    size: (quick) => quick
+      ? { connections: 300, rooms: 10, rate: 50, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 10_000, rooms: 100, rate: 500, duration: 30, warmup: 5, idle: 0, steps: [], mix: WS_ONLY, ramp: 5, maxPending: 512, capSeconds: 240 }
+  },
+  {
+    id: 'max-throughput',
+    number: 2,
+    title: 'Maximum sustained deliveries per second (p99 < 50 ms, no loss)',
+    description: '10,000 WebSocket connections, 100 rooms; the publish rate steps up (30 s measured per step, longer than the 25 s heartbeat period of Herald and Socket.IO) until p99 ≥ 50 ms twice in a row, an event is lost, or the publish rate cannot be held; then one step halfway back.',
+    peers: ALL,
+    size: (quick) => quick
+      ? { connections: 300, rooms: 10, rate: 0, duration: 2, warmup: 0.5, idle: 0, steps: [1_500, 6_000], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 10_000, rooms: 100, rate: 0, duration: 30, warmup: 2, idle: 0, steps: [5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000], mix: WS_ONLY, ramp: 5, maxPending: 512, capSeconds: 900 }
+  },
+  {
+    id: 'idle-memory',
+    number: 3,
+    title: 'Memory per idle subscribed WebSocket connection',
+    description: '20,000 WebSocket connections (fewer if the open-files limit forbids), one subscription each over 100 rooms, idle; server RSS delta / connections.',
+    peers: ALL,
+    size: (quick, fdCap) => quick
+      ? { connections: 1000, rooms: 10, rate: 0, duration: 0, warmup: 0, idle: 2, steps: [], mix: WS_ONLY, ramp: 0.5, maxPending: 512, capSeconds: 45 }
+      : { connections: Math.min(20_000, fdCap), rooms: 100, rate: 0, duration: 0, warmup: 0, idle: 10, steps: [], mix: WS_ONLY, ramp: 10, maxPending: 512, capSeconds: 240 }
+  },
+  {
+    id: 'storm',
+    number: 4,
+    title: 'Connection storm',
+    description: '20,000 clients (fewer if the open-files limit forbids) connect and subscribe at once (no pacing, no in-flight bound); time until all are subscribed.',
+    peers: ALL,
+    size: (quick, fdCap) => quick
+      ? { connections: 1000, rooms: 10, rate: 0, duration: 0, warmup: 0, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 1000, capSeconds: 45 }
+      : { connections: Math.min(20_000, fdCap), rooms: 100, rate: 0, duration: 0, warmup: 0, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 1_000_000, capSeconds: 240 }
+  },
+  {
+    id: 'mixed',
+    number: 5,
+    title: 'Mixed transports (Herald only)',
+    description: 'As scenario 1 with 50% WebSocket, 40% SSE, 10% long-poll. The peers have no SSE or long-poll, so only Herald runs it.',
+    peers: ['herald-memory', 'herald-redis'],
+    size: (quick) => quick
+      ? { connections: 300, rooms: 10, rate: 50, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: { ws: 50, sse: 40, poll: 10 }, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 10_000, rooms: 100, rate: 500, duration: 30, warmup: 5, idle: 0, steps: [], mix: { ws: 50, sse: 40, poll: 10 }, ramp: 5, maxPending: 512, capSeconds: 240 }
+  }
+]
+
+export interface StepResult {
+  targetPerSec: number
+  rate: number
+  perSec: number
+  p99: number
+  lost: number
+  pass: boolean
+  why: string
+  usPerDelivery: number | null
+  generatorCores: number
+}
+
+/** One (scenario, peer) run, flattened for tables, ratios and the plot; `summary` keeps the raw figures. */
+export interface RunResult {
+  scenario: ScenarioId
+  peer: PeerId
+  ok: boolean
+  error?: string
+  seconds: number
+  connections: number
+  ready: number
+  failed: number
+  latency?: Percentiles
+  deliveredPerSec?: number
+  targetPerSec?: number
+  lost?: number
+  duplicates?: number
+  offsetGaps?: number
+  serverUsPerDelivery?: number | null
+  serverCores?: number | null
+  redisUsPerDelivery?: number | null
+  generatorCores?: number
+  generatorBusiest?: number
+  otherCores?: number | null
+  rssBeforeBytes?: number | null
+  rssAfterBytes?: number | null
+  rssPerConnectionBytes?: number | null
+  allSubscribedMs?: number
+  connect?: Percentiles
+  subscribed?: Percentiles
+  maxSustainedPerSec?: number | null
+  steps?: StepResult[]
+  warnings: string[]
+  summary?: LoadSummary
+}
+
+export function stageFigures (st: StageResult): Partial<RunResult> {
+  return {
+    latency: st.latency,
+    deliveredPerSec: st.deliveries.perSec,
+    targetPerSec: st.deliveries.targetPerSec,
+    lost: st.deliveries.lost,
+    duplicates: st.deliveries.duplicates,
+    offsetGaps: st.deliveries.offsetGaps,
+    serverUsPerDelivery: st.server?.usPerDelivery ?? null,
+    serverCores: st.server?.cores ?? null,
+    redisUsPerDelivery: st.others.find((o) => o.name === 'redis')?.usPerDelivery ?? null,
+    generatorCores: st.generator.cores,
+    generatorBusiest: Math.max(...st.generator.perProcess),
+    otherCores: st.machine?.otherCores ?? null
+  }
+}
