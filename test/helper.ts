@@ -6,6 +6,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import WebSocket from 'ws'
@@ -384,4 +385,21 @@ export async function until (check: () => boolean | Promise<boolean>, what: stri
     if (Date.now() > deadline) throw new Error('timed out: ' + what)
     await sleep(20)
   }
+}
+
+/** Long-polls from `cursor`, going round `bases` (one node per poll), until `done` holds for what was gathered. */
+export async function pollLoop (bases: string[], channels: string[], cursor: string, done: (events: Frame[]) => boolean, timeoutMs = 8000): Promise<{ events: Frame[], cursor: string, polls: number }> {
+  const events: Frame[] = []
+  const deadline = Date.now() + timeoutMs
+  let polls = 0
+  while (!done(events)) {
+    if (Date.now() > deadline) throw new Error('poll loop timed out; got ' + JSON.stringify(events.map((e) => [e.channel, e.offset])))
+    const res = await poll(bases[polls % bases.length], channels, { cursor, timeout: 2 })
+    polls++
+    assert.equal(res.status, 200, JSON.stringify(res.body))
+    assert.equal(res.body.recovery, undefined, 'no recovery expected: ' + JSON.stringify(res.body.recovery))
+    events.push(...res.body.events)
+    cursor = res.body.cursor
+  }
+  return { events, cursor, polls }
 }

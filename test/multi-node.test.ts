@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
 import { EventSource, type FetchLike } from 'eventsource'
-import { startHerald, startRedis, redisSkipReason, publish, poll, token, until, sleep, WsClient, SseClient, type Frame, type TestApp } from './helper.js'
+import { startHerald, startRedis, redisSkipReason, publish, pollLoop, token, until, sleep, WsClient, SseClient, type Frame, type TestApp } from './helper.js'
 import { encodeCursor, decodeCursor } from '../src/protocol/cursor.js'
 
 // Two Herald nodes sharing one private Redis: no sticky sessions, one ordered stream per channel.
@@ -35,22 +35,6 @@ async function cursorAtTop (base: string, channels: string[]): Promise<string> {
   return encodeCursor(cursor)
 }
 
-/** Long-polls from `cursor`, going round `bases` (one node per poll), until `done` holds for what was gathered. */
-async function pollLoop (bases: string[], channels: string[], cursor: string, done: (events: Frame[]) => boolean, timeoutMs = 8000): Promise<{ events: Frame[], cursor: string, polls: number }> {
-  const events: Frame[] = []
-  const deadline = Date.now() + timeoutMs
-  let polls = 0
-  while (!done(events)) {
-    if (Date.now() > deadline) throw new Error('poll loop timed out; got ' + JSON.stringify(events.map((e) => [e.channel, e.offset])))
-    const res = await poll(bases[polls % bases.length], channels, { cursor, timeout: 2 })
-    polls++
-    assert.equal(res.status, 200, JSON.stringify(res.body))
-    assert.equal(res.body.recovery, undefined, 'no recovery expected: ' + JSON.stringify(res.body.recovery))
-    events.push(...res.body.events)
-    cursor = res.body.cursor
-  }
-  return { events, cursor, polls }
-}
 
 test('a publish through A reaches WebSocket, SSE and long-poll clients on B (and on A) in order, exactly once', { skip }, async (t) => {
   const [a, b] = await twoNodes(t)

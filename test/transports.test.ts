@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { EventSource, type FetchLike } from 'eventsource'
-import { eachBus, startHerald, publish, poll, token, until, sleep, WsClient, SseClient, type Frame } from './helper.js'
+import { eachBus, startHerald, publish, poll, pollLoop, token, until, sleep, WsClient, SseClient, type Frame } from './helper.js'
 import { encodeCursor, decodeCursor } from '../src/protocol/cursor.js'
 
 // ---------------------------------------------------------------- local helpers
@@ -50,22 +50,6 @@ function wsEventsUpTo (ws: WsClient, n: number, channel: string): Frame[] {
   return ws.frames.slice(0, n).filter((f) => f.type === 'event' && f.channel === channel)
 }
 
-/** Polls (from `cursor`) until `done` holds for the events gathered, answering each poll's cursor back. */
-async function pollLoop (bases: string[], channels: string[], cursor: string, done: (events: Frame[]) => boolean, timeoutMs = 8000): Promise<{ events: Frame[], cursor: string, polls: number }> {
-  const events: Frame[] = []
-  const deadline = Date.now() + timeoutMs
-  let polls = 0
-  while (!done(events)) {
-    if (Date.now() > deadline) throw new Error('poll loop timed out; got offsets ' + JSON.stringify(events.map((e) => [e.channel, e.offset])))
-    const res = await poll(bases[polls % bases.length], channels, { cursor, timeout: 2 })
-    polls++
-    assert.equal(res.status, 200, JSON.stringify(res.body))
-    assert.equal(res.body.recovery, undefined, 'no recovery expected: ' + JSON.stringify(res.body.recovery))
-    events.push(...res.body.events)
-    cursor = res.body.cursor
-  }
-  return { events, cursor, polls }
-}
 
 // ---------------------------------------------------------------- WebSocket
 
