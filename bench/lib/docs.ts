@@ -9,6 +9,8 @@ export interface BenchResults {
   command: string
   machine: { nproc: number, cpuModel: string, node: string, kernel: string, memGiB: number, fdSoft: number, fdHard: number, connectionCap: number }
   conditions: { loadavgStart: number[], loadavgEnd: number[], notes: string[] }
+  /** The Herald under test: git commit, and whether src/ or routes/ had uncommitted changes. */
+  herald?: { commit: string, subject: string, dirty: string[] }
   results: RunResult[]
 }
 
@@ -146,6 +148,11 @@ export function markdownResults (r: BenchResults): string {
   out.push(`Machine: ${m.nproc} × ${m.cpuModel}, ${m.memGiB.toFixed(0)} GiB RAM, Linux ${m.kernel}, Node ${m.node}; open files limit ${m.fdSoft} (hard ${m.fdHard}), ` +
     `so the 20,000-connection scenarios ran with ${num(m.connectionCap)} connections. Server, Redis and load generator share the same ${m.nproc} cores.`)
   out.push('')
+  if (r.herald !== undefined) {
+    out.push(`Herald under test: commit \`${r.herald.commit.slice(0, 10)}\` (${r.herald.subject})` +
+      (r.herald.dirty.length > 0 ? `, with uncommitted changes in ${r.herald.dirty.join(', ')}.` : '.'))
+    out.push('')
+  }
   out.push(`Load average at the start ${r.conditions.loadavgStart.map((v) => v.toFixed(2)).join(' / ')}, at the end ${r.conditions.loadavgEnd.map((v) => v.toFixed(2)).join(' / ')}.`)
   for (const n of r.conditions.notes) out.push('', n)
   for (const t of scenarioTables(r)) {
@@ -164,11 +171,17 @@ export function svgReport (r: BenchResults): string {
   const lat = (id: PeerId): RunResult | undefined => { const x = get(r, 'latency', id); return x?.ok === true ? x : undefined }
   const panels: Panel[] = [
     {
-      title: 'S1 publish-to-deliver latency (50k deliveries/s)',
+      title: 'S1 latency, 50k deliveries/s asked (all saturated)',
       unit: 'ms',
       log: true,
       series: [{ name: 'p50', color: '#9ecae1' }, { name: 'p90', color: '#6baed6' }, { name: 'p99', color: '#3182bd' }, { name: 'p99.9', color: '#08519c' }],
       groups: peers.map((id) => ({ label: groupLabel(id), values: [lat(id)?.latency?.p50 ?? null, lat(id)?.latency?.p90 ?? null, lat(id)?.latency?.p99 ?? null, lat(id)?.latency?.p999 ?? null] }))
+    },
+    {
+      title: 'S1 deliveries per second reached (50k asked)',
+      unit: 'deliveries per second',
+      series: [{ name: 'deliveries/s', color: '#74c476' }],
+      groups: peers.map((id) => ({ label: groupLabel(id), values: [lat(id)?.deliveredPerSec ?? null] }))
     },
     {
       title: 'S2 max sustained deliveries/s (p99 < 50 ms)',
@@ -187,6 +200,13 @@ export function svgReport (r: BenchResults): string {
       unit: 'KiB',
       series: [{ name: 'KiB/connection', color: '#756bb1' }],
       groups: peers.map((id) => { const x = get(r, 'idle-memory', id); return { label: groupLabel(id), values: [x?.ok === true && x.rssPerConnectionBytes != null ? x.rssPerConnectionBytes / 1024 : null] } })
+    },
+    {
+      title: 'S4 storm: seconds until all subscribed',
+      unit: 'seconds',
+      series: [{ name: 'seconds', color: '#969696' }],
+      groups: peers.map((id) => { const x = get(r, 'storm', id); return { label: groupLabel(id), values: [x?.ok === true && x.allSubscribedMs !== undefined ? x.allSubscribedMs / 1000 : null] } }),
+      note: 'dominated by SYN retries after listen-backlog overflow; varies from run to run'
     }
   ]
   return chart(`Herald vs Socket.IO vs bare ws — ${r.machine.nproc} cores, Node ${r.machine.node} (${r.startedAt.slice(0, 10)})`, panels)

@@ -33,7 +33,7 @@ export class WsSession implements Sink, Connection, OutboxTarget {
   private closed = false
   /** Heartbeat: set on every pong; a ping round that finds it false terminates the connection. */
   alive = true
-  /** Which tenth of the heartbeat interval pings this socket (set by the route's liveness loop). */
+  /** Which slice of the heartbeat interval pings this socket (set by the route's liveness loop). */
   heartbeatSlice = 0
   readonly openedAt = Date.now()
   private presenceMember?: PresenceMember
