@@ -9,7 +9,7 @@
  *   npm run bench -- --profile herald-redis --only 1     node --cpu-prof on that server; see bench/profile-top.ts
  *   npm run bench -- --report bench/results/full.json     regenerate the docs from saved results
  */
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem, tmpdir } from 'node:os'
@@ -339,6 +339,18 @@ function machine (lim: ReturnType<typeof fdLimits>): BenchResults['machine'] {
   }
 }
 
+/** The Herald under test (read-only git queries; undefined outside a git checkout). */
+function heraldVersion (): BenchResults['herald'] {
+  const git = (...args: string[]): string | undefined => {
+    const r = spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' })
+    return r.status === 0 ? r.stdout.trim() : undefined
+  }
+  const commit = git('rev-parse', 'HEAD')
+  if (commit === undefined) return undefined
+  const dirty = (git('status', '--porcelain', '--', 'src', 'routes') ?? '').split('\n').filter(Boolean).map((l) => l.slice(3))
+  return { commit, subject: git('log', '-1', '--format=%s') ?? '', dirty }
+}
+
 function template (): string {
   return readFileSync(join(ROOT, 'bench', 'benchmarks.template.md'), 'utf8')
 }
@@ -379,6 +391,7 @@ async function main (): Promise<number> {
     command: 'npm run bench' + (process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''),
     machine: m,
     conditions: { loadavgStart: loadavg(), loadavgEnd: [], notes },
+    herald: heraldVersion(),
     results: []
   }
   let interrupted = false
