@@ -8,6 +8,7 @@
  *   npm run bench -- --only 1,3 --peers herald-redis,bare-ws
  *   npm run bench -- --profile herald-redis --only 1     node --cpu-prof on that server; see bench/profile-top.ts
  *   npm run bench -- --report bench/results/full.json     regenerate the docs from saved results
+ *   npm run bench -- --only 1 --rate 200 --no-docs         scenario 1 at another publish rate (events/s)
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -38,6 +39,8 @@ interface Args {
   /** Replace only the (scenario, server) results of this run in an existing results file. */
   merge?: string
   fresh: boolean
+  /** Publish rate override (events/s) for the fixed-load scenarios (1 and 5): a point on the latency/load curve. */
+  rate?: number
 }
 
 function parseArgs (argv: string[]): Args {
@@ -64,6 +67,7 @@ function parseArgs (argv: string[]): Args {
       case '--merge': a.merge = val(); break
       case '--fresh': fresh = true; break
       case '--shared': fresh = false; break
+      case '--rate': { const n = Number(val()); if (!Number.isInteger(n) || n <= 0) throw new Error('--rate needs a positive integer'); a.rate = n; break }
       case '-h': case '--help':
         process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0].replace(/^\/\*\*?/, '').replace(/^ \* ?/gm, '') + '\n')
         process.exit(0)
@@ -414,6 +418,7 @@ async function main (): Promise<number> {
   for (let i = 0; i < plan.length; i++) {
     const { sc, peer } = plan[i]
     const size = sc.size(args.quick, m.connectionCap)
+    if (args.rate !== undefined && size.rate > 0) size.rate = args.rate
     const tag = `[S${sc.number} ${peer.id}]`
     process.stderr.write(`\n${tag} ${sc.title}: ${size.connections} connections, ${size.rooms} rooms` + (size.rate > 0 ? `, ${size.rate} events/s` : '') + '\n')
     let r: RunResult

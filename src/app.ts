@@ -3,7 +3,8 @@ import fp from 'fastify-plugin'
 import fastifyCors from '@fastify/cors'
 import fastifySwagger from '@fastify/swagger'
 import fastifyWebsocket from '@fastify/websocket'
-import fastifyRateLimit from '@fastify/rate-limit'
+import fastifyRateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+import { syncedRedisStore } from './plugins/rate-limit-store.js'
 import { Redis } from 'ioredis'
 import { redisOptions } from './bus/redis-connection.js'
 import { randomBytes } from 'node:crypto'
@@ -173,7 +174,8 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
       max: config.limits.restMax,
       timeWindow: config.limits.restWindowSeconds * 1000,
       keyGenerator: (request) => request.principal?.sub !== undefined ? 'sub:' + request.principal.sub : 'ip:' + request.ip,
-      redis: rateLimitRedis,
+      // With Redis, counts are shared by every node: synced every RATE_LIMIT_SYNC_MS, or (0) one round trip per request.
+      ...(rateLimitRedis === undefined ? {} : config.limits.restSyncMs === 0 ? { redis: rateLimitRedis } : { store: syncedStore(limited, rateLimitRedis, config) }),
       nameSpace: config.redisPrefix + ':rl:',
       skipOnError: true,
       errorResponseBuilder: (_request, context) => new Errors.RATE_LIMITED(context.after)
@@ -184,6 +186,12 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
   await fastify.register(wsRoutes, { prefix: '/v1' })
   await fastify.register(sseRoutes, { prefix: '/v1' })
   await fastify.register(staticRoutes)
+}
+
+function syncedStore (fastify: FastifyInstance, redis: Redis, config: HeraldConfig): FastifyRateLimitStoreCtor {
+  const { Store, close } = syncedRedisStore(redis, config.redisPrefix + ':rl:', config.limits.restSyncMs)
+  fastify.addHook('onClose', async () => { close() })
+  return Store
 }
 
 /** Maps Fastify's own errors (parsing, validation, limits) to Herald's codes. */

@@ -35,6 +35,7 @@ export const EnvSchema = Type.Object({
   WS_BURST: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Token bucket size: frames a client may send in a burst. Frames over the rate get an error frame; as many again refused within 10 s close the socket with 4008.' }),
   RATE_LIMIT_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 1000, description: 'REST requests per RATE_LIMIT_WINDOW per token subject (or IP); shared across nodes through Redis when REDIS_URL is set.' }),
   RATE_LIMIT_WINDOW: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'Seconds of the REST rate-limit window.' }),
+  RATE_LIMIT_SYNC_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 100, description: 'With Redis: each node counts REST requests itself and adds its counts to the shared ones every this many ms (a node that has not yet learned the counts of the others may admit up to one interval of its own traffic over the limit). 0 = one Redis round trip per request, exact across nodes.' }),
   WS_COMPRESSION: Type.Boolean({ default: false, description: 'Offer permessage-deflate to WebSocket clients.' }),
   WS_COMPRESSION_THRESHOLD: Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, default: 1024, description: 'Frames smaller than this many bytes are not compressed.' }),
   WS_ACCEPT_BINARY: Type.Boolean({ default: false, description: 'Accept binary WebSocket frames holding UTF-8 JSON (as some clients send); otherwise they are refused with HERALD_ERR_BAD_FRAME.' }),
@@ -63,7 +64,7 @@ export interface HeraldConfig {
   wsPingIntervalSeconds: number
   maxBufferBytes: number
   drainTimeoutSeconds: number
-  limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, restMax: number, restWindowSeconds: number }
+  limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, restMax: number, restWindowSeconds: number, restSyncMs: number }
   ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean }
   /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
   namespaces?: NamespacesFile
@@ -130,7 +131,8 @@ export function configFromEnv (env: Env): HeraldConfig {
       wsRate: env.WS_RATE,
       wsBurst: env.WS_BURST,
       restMax: env.RATE_LIMIT_MAX,
-      restWindowSeconds: env.RATE_LIMIT_WINDOW
+      restWindowSeconds: env.RATE_LIMIT_WINDOW,
+      restSyncMs: env.RATE_LIMIT_SYNC_MS
     },
     ws: { compression: env.WS_COMPRESSION, compressionThreshold: env.WS_COMPRESSION_THRESHOLD, acceptBinary: env.WS_ACCEPT_BINARY },
     presence: { ttlSeconds: env.PRESENCE_TTL, batchMs: env.PRESENCE_BATCH_MS }

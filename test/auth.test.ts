@@ -4,6 +4,7 @@ import { connect } from 'node:net'
 import { createSigner } from 'fast-jwt'
 import { matches, can, type Principal } from '../src/auth/permissions.js'
 import { SECRET, token, startHerald, eachBus, publish, WsClient } from './helper.js'
+import { VerifiedTokens } from '../src/plugins/auth.js'
 
 // ------------------------------------------------------------------ tokens that must be refused
 
@@ -410,4 +411,38 @@ test('can: checks the action\'s own pattern list', () => {
   const all: Principal = { sub: 'a', subscribe: ['*'], publish: ['*'] }
   assert.equal(can(all, 'subscribe', 'a:b:c'), true)
   assert.equal(can(all, 'publish', 'z'), true)
+})
+
+test('verified tokens are cached by their text, but never past their exp, the 10-minute re-check or the size bound', () => {
+  const cache = new VerifiedTokens()
+  const now = 1_000_000_000_000
+  const p = (exp?: number): Principal => ({ sub: 's', subscribe: [], publish: ['*'], exp })
+  cache.set('tok-a', p(now / 1000 + 60), now)
+  assert.equal(cache.get('tok-a', now + 1000)?.sub, 's')
+  // At exp the cached success turns into the verifier's own answer: expired.
+  assert.throws(() => cache.get('tok-a', now + 60_000), (err: { code?: string }) => err.code === 'HERALD_ERR_TOKEN_EXPIRED')
+  assert.equal(cache.get('tok-a', now + 60_001), undefined, 'and it is forgotten')
+  // Without exp: verified again after TTL_MS.
+  cache.set('tok-b', p(), now)
+  assert.ok(cache.get('tok-b', now + VerifiedTokens.TTL_MS - 1) !== undefined)
+  assert.equal(cache.get('tok-b', now + VerifiedTokens.TTL_MS), undefined)
+  // Oversized tokens are not kept; past MAX the oldest go first.
+  cache.set('x'.repeat(VerifiedTokens.MAX_TOKEN_CHARS + 1), p(), now)
+  assert.equal(cache.size, 0)
+  for (let i = 0; i <= VerifiedTokens.MAX; i++) cache.set('t' + i, p(), now)
+  assert.equal(cache.size, VerifiedTokens.MAX)
+  assert.equal(cache.get('t0', now), undefined)
+  assert.ok(cache.get('t' + VerifiedTokens.MAX, now) !== undefined)
+})
+
+test('a REST publisher reusing one token: accepted while it is valid, 401 TOKEN_EXPIRED once it has expired', async (t) => {
+  const { url } = await startHerald(t)
+  const short = createSigner({ key: SECRET, expiresIn: 1500 }) as (c: Record<string, unknown>) => string
+  const tok = short({ sub: 'brief', publish: ['*'] })
+  assert.equal((await publish(url, 'exp:1', { n: 1 }, { token: tok })).status, 201)
+  assert.equal((await publish(url, 'exp:1', { n: 2 }, { token: tok })).status, 201)
+  await new Promise((resolve) => setTimeout(resolve, 1700))
+  const late = await publish(url, 'exp:1', { n: 3 }, { token: tok })
+  assert.equal(late.status, 401)
+  assert.equal(late.body.code, 'HERALD_ERR_TOKEN_EXPIRED')
 })

@@ -236,9 +236,9 @@ test('REST rate limit: past restMax a subject gets 429 RATE_LIMITED with a Retry
   assert.equal(dave.body.offset, 4, 'three of carol\'s publishes were stored, the refused ones were not')
 })
 
-test('REST rate limit with Redis: two nodes share one count per subject', { skip: redisSkipReason() }, async (t) => {
+test('REST rate limit with Redis, RATE_LIMIT_SYNC_MS=0: two nodes share one exact count per subject', { skip: redisSkipReason() }, async (t) => {
   const redis = await startRedis(t)
-  const config = limits({ restMax: 4, restWindowSeconds: 60 })
+  const config = limits({ restMax: 4, restWindowSeconds: 60, restSyncMs: 0 })
   const a = await startHerald(t, { redisUrl: redis.url, config })
   const b = await startHerald(t, { redisUrl: redis.url, config })
   const erin = token({ sub: 'erin' })
@@ -260,6 +260,57 @@ test('REST rate limit with Redis: two nodes share one count per subject', { skip
   // Another subject is still admitted on both.
   assert.equal((await publish(a.url, 'rl:shared', { n: 'frank' }, { token: token({ sub: 'frank' }) })).status, 201)
   assert.equal((await publish(b.url, 'rl:shared', { n: 'frank' }, { token: token({ sub: 'frank' }) })).status, 201)
+})
+
+test('REST rate limit with Redis, synced counts (default): each node limits at once on its own counts and learns the others\' within a sync interval', { skip: redisSkipReason() }, async (t) => {
+  const redis = await startRedis(t)
+  const syncMs = 100
+  const config = limits({ restMax: 6, restWindowSeconds: 60, restSyncMs: syncMs })
+  const a = await startHerald(t, { redisUrl: redis.url, config })
+  const b = await startHerald(t, { redisUrl: redis.url, config })
+  const gail = token({ sub: 'gail' })
+  const statuses = async (url: string, n: number): Promise<number[]> => {
+    const out: number[] = []
+    for (let i = 0; i < n; i++) out.push((await publish(url, 'rl:synced', { i }, { token: gail })).status)
+    return out
+  }
+  // Four on A: admitted, and counted on A without waiting for Redis.
+  assert.deepEqual(await statuses(a.url, 4), [201, 201, 201, 201])
+  // B has never seen gail: its first request is measured against nothing (admitted: the documented overshoot)
+  // and makes B ask Redis at once. From the answer on, B counts A's four: one more, then over the limit.
+  await sleep(syncMs * 4)
+  assert.deepEqual(await statuses(b.url, 1), [201])
+  await sleep(syncMs * 4)
+  assert.deepEqual(await statuses(b.url, 2), [201, 429])
+  // A has not synced since its own four, so it still counts from 4: one more is admitted there, and that
+  // request's sync teaches A what B did.
+  await sleep(syncMs * 4)
+  assert.equal((await publish(a.url, 'rl:synced', { i: 'a1' }, { token: gail })).status, 201)
+  await sleep(syncMs * 4)
+  const onA = await publish(a.url, 'rl:synced', { i: 'a2' }, { token: gail })
+  assert.equal(onA.status, 429, 'node A counts the requests made to B')
+  assert.equal(onA.body.code, 'HERALD_ERR_RATE_LIMITED')
+  // The shared counter is in this Redis: every request counted (the refused ones too, as the plugin counts).
+  const counter = await new Promise<string>((resolve, reject) => {
+    execFile('redis-cli', ['-p', String(redis.port), '--scan', '--pattern', 'herald-test:rl:*'], (err, out) => { if (err !== null) reject(err); else resolve(out.trim()) })
+  })
+  assert.match(counter, /herald-test:rl:/)
+  const value = await new Promise<string>((resolve, reject) => {
+    execFile('redis-cli', ['-p', String(redis.port), 'GET', counter.split('\n')[0]], (err, out) => { if (err !== null) reject(err); else resolve(out.trim()) })
+  })
+  assert.ok(Number(value) >= 8, `shared count ${value} holds both nodes' requests`)
+})
+
+test('REST rate limit with Redis down: a node keeps limiting on its own counts', { skip: redisSkipReason() }, async (t) => {
+  const redis = await startRedis(t)
+  const config = limits({ restMax: 3, restWindowSeconds: 60 })
+  const a = await startHerald(t, { redisUrl: redis.url, config })
+  await redis.stop()
+  const hal = token({ sub: 'hal' })
+  // Publishing needs the bus, so these are 503; the limiter still counts them and refuses the fourth.
+  const statuses: number[] = []
+  for (let i = 0; i < 4; i++) statuses.push((await publish(a.url, 'rl:down', { i }, { token: hal })).status)
+  assert.deepEqual(statuses, [503, 503, 503, 429])
 })
 
 // ---------------------------------------------------------------- Origin and CORS

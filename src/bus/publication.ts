@@ -20,7 +20,17 @@ export function contentHash (req: PublishRequest): string {
   return createHash('sha1').update(req.event ?? '').update('\0').update(JSON.stringify(req.data)).digest('base64url').slice(0, 16)
 }
 
-/** A new epoch: short, random, URL- and JSON-safe. */
+const EPOCH_BYTES = 6
+const POOL_EPOCHS = 1024
+let pool = Buffer.alloc(0)
+let poolAt = 0
+
+/**
+ * A new epoch: short, random, URL- and JSON-safe. Every Redis publish offers one (used only if the channel's
+ * stream is new), so the random bytes are drawn 6 KiB at a time rather than by a synchronous call per publish.
+ */
 export function newEpoch (): string {
-  return randomBytes(6).toString('base64url')
+  if (poolAt >= pool.length) { pool = randomBytes(EPOCH_BYTES * POOL_EPOCHS); poolAt = 0 }
+  poolAt += EPOCH_BYTES
+  return pool.toString('base64url', poolAt - EPOCH_BYTES, poolAt)
 }

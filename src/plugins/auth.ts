@@ -49,15 +49,54 @@ export function principalOf (claims: Record<string, unknown>): Principal {
   return { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' ? exp : undefined, info }
 }
 
+/**
+ * Tokens that verified, by their exact text. Backends publish with the same token again and again, and a
+ * signature check plus claim checks is the largest fixed cost of a REST publish; a hit is one Map lookup.
+ * An entry lives until the token's `exp` (then the token is refused as expired, as the verifier would), and
+ * at most TTL_MS, so a token is checked against the key again at least every 10 minutes. Only successes are
+ * kept; at most MAX entries (oldest first out), only tokens of a sane size.
+ */
+export class VerifiedTokens {
+  static readonly MAX = 10_000
+  static readonly TTL_MS = 600_000
+  static readonly MAX_TOKEN_CHARS = 4096
+  private readonly entries = new Map<string, { principal: Principal, until: number, expMs: number | undefined }>()
+
+  get (token: string, now: number): Principal | undefined {
+    const entry = this.entries.get(token)
+    if (entry === undefined) return undefined
+    if (entry.expMs !== undefined && now >= entry.expMs) { this.entries.delete(token); throw new Errors.TOKEN_EXPIRED() }
+    if (now >= entry.until) { this.entries.delete(token); return undefined }
+    return entry.principal
+  }
+
+  set (token: string, principal: Principal, now: number): void {
+    if (token.length > VerifiedTokens.MAX_TOKEN_CHARS) return
+    if (this.entries.size >= VerifiedTokens.MAX) this.entries.delete(this.entries.keys().next().value as string)
+    const expMs = principal.exp === undefined ? undefined : principal.exp * 1000
+    this.entries.set(token, { principal, until: now + VerifiedTokens.TTL_MS, expMs })
+  }
+
+  get size (): number { return this.entries.size }
+}
+
 export default fp(async function authPlugin (fastify, opts: { config: HeraldConfig }) {
   await fastify.register(fastifyJwt, {
     secret: keyOf(opts.config),
-    // Backends publish with the same token again and again: verified tokens are cached (until their exp, at most 10 min).
-    verify: { algorithms: opts.config.jwt.algorithms as never, extractToken: tokenOf, cache: 10_000 }
+    verify: { algorithms: opts.config.jwt.algorithms as never, extractToken: tokenOf }
   })
   fastify.decorateRequest('principal', null)
+  const verified = new VerifiedTokens()
 
   async function verifyToken (token: string): Promise<Principal> {
+    const cached = verified.get(token, Date.now())
+    if (cached !== undefined) return cached
+    const principal = verifyUncached(token)
+    verified.set(token, principal, Date.now())
+    return principal
+  }
+
+  function verifyUncached (token: string): Principal {
     let claims: Record<string, unknown>
     try {
       claims = fastify.jwt.verify(token)
