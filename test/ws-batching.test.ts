@@ -1,0 +1,55 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Socket } from 'node:net'
+import { startHerald, WsClient } from './helper.js'
+
+/**
+ * Event frames a WebSocket gets in one turn of the event loop go out in one write (one syscall), in order, and
+ * before any other frame sent after them. Counted on the server's real TCP socket.
+ */
+async function setup (t: Parameters<typeof startHerald>[0]): Promise<{ app: Awaited<ReturnType<typeof startHerald>>['app'], client: WsClient, writes: () => number }> {
+  const { app, wsUrl } = await startHerald(t)
+  const client = await WsClient.connect(wsUrl)
+  t.after(() => { client.socket.terminate() })
+  await client.subscribe('batch:1')
+  await client.subscribe('batch:2')
+  // The server's end of this connection is the socket whose remote port is the client's local port.
+  const clientPort = (client.socket as unknown as { _socket: Socket })._socket.localPort
+  let count = 0
+  const original = Socket.prototype.write
+  Socket.prototype.write = function (this: Socket, ...args: unknown[]) {
+    if (this.remotePort === clientPort && this.localPort !== clientPort) count++
+    return (original as (...a: unknown[]) => boolean).apply(this, args)
+  } as typeof original
+  t.after(() => { Socket.prototype.write = original })
+  return { app, client, writes: () => count }
+}
+
+test('WebSocket: the events one socket gets in one turn go out in one write, in order, across channels', async (t) => {
+  const { app, client, writes } = await setup(t)
+  const broker = app.herald.broker
+  // The in-process bus dispatches inside publish(): six publications in one turn, on two channels.
+  const sent = [1, 2, 3, 4, 5, 6].map(async (i) => await broker.publish({ channel: i % 2 === 0 ? 'batch:2' : 'batch:1', data: { i } }))
+  await Promise.all(sent)
+  const events = await client.waitFor(() => client.frames.filter((f) => f.type === 'event').length >= 6)
+  assert.ok(events !== undefined)
+  assert.deepEqual(client.frames.filter((f) => f.type === 'event').map((f) => (f.data as { i: number }).i), [1, 2, 3, 4, 5, 6])
+  assert.deepEqual(client.frames.filter((f) => f.type === 'event' && f.channel === 'batch:1').map((f) => f.offset), [1, 2, 3])
+  assert.equal(writes(), 1, 'six event frames, one write')
+
+  // One event in a turn of its own: one more write.
+  await broker.publish({ channel: 'batch:1', data: { i: 7 } })
+  await client.events('batch:1', 4)
+  assert.equal(writes(), 2)
+})
+
+test('WebSocket: a frame sent after batched events (here the drain close) goes out after them', async (t) => {
+  const { app, client } = await setup(t)
+  const broker = app.herald.broker
+  void broker.publish({ channel: 'batch:1', data: { i: 1 } })
+  void broker.publish({ channel: 'batch:2', data: { i: 2 } })
+  app.herald.drain() // same turn: closes with 1012, which must not overtake the two events
+  const closed = await client.waitClosed()
+  assert.equal(closed.code, 1012)
+  assert.deepEqual(client.frames.filter((f) => f.type === 'event').map((f) => (f.data as { i: number }).i), [1, 2])
+})
