@@ -1,0 +1,87 @@
+/**
+ * The floor under every server in the benchmark: what one small message costs on this machine with no WebSocket,
+ * no JSON and no framework — a plain `net` server writing a 230-byte buffer to loopback TCP sockets held by two
+ * reader processes, in the shape of scenario 1 (10,000 sockets, bursts of 100 writes, paced to a rate).
+ * It prints the server's and the readers' CPU per message (user and system). Loopback only; bounded.
+ *
+ *   npx tsx bench/floor.ts [--connections 10000] [--rate 50000] [--seconds 5]
+ */
+import net from 'node:net'
+import { fork } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf('--' + name)
+  const v = i > 0 ? Number(process.argv[i + 1]) : dflt
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`)
+  return v
+}
+
+if (process.argv[2] === 'reader') {
+  const [port, count, base] = process.argv.slice(3).map(Number)
+  let opened = 0
+  const open = (): void => {
+    for (let k = 0; k < 500 && opened < count; k++, opened++) {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${2 + base + (opened % 4)}` })
+      s.on('data', () => {})
+      s.on('error', () => {})
+      s.on('close', () => {})
+    }
+    if (opened < count) setTimeout(open, 20)
+  }
+  open()
+  const report = setInterval(() => { if (process.connected) process.send?.(process.cpuUsage()) }, 250)
+  process.on('error', () => process.exit(0)) // the parent is gone
+  process.on('disconnect', () => { clearInterval(report); setTimeout(() => process.exit(0), 200) })
+} else {
+  const connections = arg('connections', 10_000)
+  const rate = arg('rate', 50_000)
+  const seconds = Math.min(arg('seconds', 5), 60)
+  const PER = 100
+  const sockets: net.Socket[] = []
+  const server = net.createServer((s) => { s.on('error', () => {}); sockets.push(s) })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  const readers = [0, 4].map((base) => fork(fileURLToPath(import.meta.url), ['reader', String(port), String(connections / 2), String(base)], { execArgv: process.execArgv }))
+  const usage: Array<NodeJS.CpuUsage | undefined> = [undefined, undefined]
+  readers.forEach((r, i) => { r.on('message', (m) => { usage[i] = m as NodeJS.CpuUsage }); r.on('error', () => {}) })
+  const deadline = Date.now() + 60_000
+  while (sockets.length < connections && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+  if (sockets.length < connections) throw new Error(`only ${sockets.length} of ${connections} connected`)
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  const frame = Buffer.alloc(230, 0x78)
+  const readerCpu = (): { user: number, system: number } => {
+    let user = 0
+    let system = 0
+    for (const u of usage) { user += u?.user ?? 0; system += u?.system ?? 0 }
+    return { user, system }
+  }
+  const r0 = readerCpu()
+  const c0 = process.cpuUsage()
+  const t0 = performance.now()
+  const bursts = Math.round(rate / PER * seconds)
+  let done = 0
+  await new Promise<void>((resolve) => {
+    const tick = (): void => {
+      const due = Math.min(bursts, Math.floor((performance.now() - t0) / 1000 * rate / PER))
+      for (; done < due; done++) {
+        const start = (done * PER) % sockets.length
+        for (let k = 0; k < PER; k++) sockets[(start + k) % sockets.length].write(frame)
+      }
+      if (done >= bursts) resolve(); else setTimeout(tick, 1)
+    }
+    tick()
+  })
+  const c = process.cpuUsage(c0)
+  const wall = (performance.now() - t0) / 1000
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  const r1 = readerCpu()
+  const n = bursts * PER
+  const f = (us: number): string => (us / n).toFixed(2)
+  process.stdout.write(`${n} writes of ${frame.length} B to ${connections} loopback sockets in ${wall.toFixed(2)} s (${Math.round(n / wall)}/s)\n`)
+  process.stdout.write(`server  µs CPU per message: ${f(c.user + c.system)} (user ${f(c.user)}, system ${f(c.system)})\n`)
+  process.stdout.write(`readers µs CPU per message: ${f(r1.user - r0.user + r1.system - r0.system)} (user ${f(r1.user - r0.user)}, system ${f(r1.system - r0.system)})\n`)
+  for (const s of sockets) s.destroy()
+  server.close()
+  for (const r of readers) r.disconnect()
+}
