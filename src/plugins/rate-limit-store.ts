@@ -5,17 +5,17 @@ import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/
  * A @fastify/rate-limit store whose counts are shared by every node through Redis without a Redis round trip
  * per request.
  *
- * Each node counts its own requests at once (so one node alone limits exactly) and every `syncMs` (RATE_LIMIT_SYNC_MS) adds what it
- * counted to the shared counter in one pipelined call, learning in the answer what the other nodes counted.
- * A request is measured against (shared count this node last learned + counted here since). A node learns the
- * others' counts in the answer to its own sync; a key it has not synced within the interval (new, or quiet) is
- * synced on the next turn of the event loop. So across nodes a caller can get past the limit by what a node
- * admits before that answer arrives, and by at most one interval of that node's traffic while it is busy. RATE_LIMIT_SYNC_MS=0 uses the plugin's exact Redis store instead
- * (one round trip per request). Windows are fixed and
- * owned by Redis (the key's PEXPIRE, set by whichever node creates it), as in the plugin's own Redis store.
+ * Each node counts its own requests at once (so one node alone limits exactly), and every `syncMs`
+ * (RATE_LIMIT_SYNC_MS) adds what it counted to the shared counter in one pipelined call, learning in the answer
+ * what the other nodes counted. A request is measured against (shared count this node last learned + counted
+ * here since). A key this node has not synced within the interval (new, or quiet) is synced on the next turn of
+ * the event loop. So across nodes a caller can get past the limit by what a node admits before that answer
+ * arrives, and by at most one interval of that node's traffic while it is busy. Windows are fixed and owned by
+ * Redis (the key's PEXPIRE, set by whichever node creates it), as in the plugin's own Redis store.
+ * RATE_LIMIT_SYNC_MS=0 uses the plugin's exact Redis store instead (one round trip per request).
  *
  * When Redis cannot be reached the node keeps limiting on its own counts (the plugin's skipOnError would let
- * everything through; counting locally is the safer degradation), and tries again at the next sync.
+ * everything through; counting locally is the safer degradation), and sends them once Redis is back.
  */
 
 interface Entry {
@@ -147,9 +147,7 @@ class Counts {
   }
 }
 
-/**
- * Builds the store class @fastify/rate-limit instantiates (`store` option); `counts.close()` stops its timer.
- */
+/** The store class @fastify/rate-limit instantiates (its `store` option), and `close` to stop the sync timer. */
 export function syncedRedisStore (redis: Redis, prefix: string, syncMs: number): { Store: FastifyRateLimitStoreCtor, close: () => void } {
   const counts = new Counts(redis, syncMs)
   class SyncedRedisStore implements FastifyRateLimitStore {
