@@ -1,5 +1,4 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -12,6 +11,9 @@ import { createSigner } from 'fast-jwt'
 import WebSocket from 'ws'
 import herald, { type HeraldOptions } from '../src/app.js'
 import type { HeraldConfig } from '../src/config.js'
+import { freePort, hasRedis } from '../bench/lib/procs.js'
+
+export { freePort }
 
 export const SECRET = 'test-secret-0123456789abcdef'
 
@@ -67,9 +69,8 @@ export interface RedisServer {
   restart: () => Promise<void>
 }
 
-export function hasRedisServer (): boolean {
-  return spawnSync('redis-server', ['--version']).status === 0
-}
+/** redis-server is on PATH (the benchmark's check). */
+export const hasRedisServer = hasRedis
 
 /**
  * Why a Redis-backed test cannot run, or undefined when it can. Under CI=true a missing redis-server is an
@@ -81,16 +82,6 @@ export function redisSkipReason (): string | undefined {
   return 'redis-server not found on PATH (apt-get install redis-server); skipping Redis tests'
 }
 
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 /**
  * Starts a private redis-server on a free loopback port (never the machine's shared 6379) and stops it when
