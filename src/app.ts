@@ -32,6 +32,7 @@ import pollRoutes from '../routes/v1/poll.js'
 import openapiRoutes from '../routes/openapi.js'
 import staticRoutes from '../routes/static.js'
 import { version } from './version.js'
+import { MAX_JSON_DEPTH, nestedDeeperThan } from './protocol/json.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -151,6 +152,14 @@ async function routes (fastify: FastifyInstance, config: HeraldConfig, ctx: Fast
       }
     })
   }
+
+  // Fastify's own JSON parser (prototype keys refused), behind a depth check: see protocol/json.ts.
+  const parseJson = fastify.getDefaultJsonParser('error', 'error')
+  fastify.removeContentTypeParser('application/json')
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (nestedDeeperThan(body as string)) { done(new Errors.VALIDATION(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`), undefined); return }
+    parseJson(request, body as string, done)
+  })
 
   fastify.setErrorHandler((err: FastifyError, request, reply) => {
     const herr = toHeraldError(err, config)

@@ -8,6 +8,8 @@
 export const CloseCodes = {
   /** Normal closure requested by either side. */
   NORMAL: 1000,
+  /** The server failed handling this connection's input (a bug): reconnect with backoff; other connections are unaffected. */
+  INTERNAL_ERROR: 1011,
   /** The server is restarting or draining: reconnect at once (with jitter), preferably to another node. */
   SERVICE_RESTART: 1012,
   /** The connection's outbound buffer exceeded its bound; reconnect and resume from the last offset. */

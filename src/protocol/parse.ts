@@ -1,6 +1,7 @@
 import { Errors, type HeraldError } from '../errors.js'
 import { isValidChannel } from './channel.js'
 import { type ClientFrame, type ClientFrameType, clientFrameCheckers } from './frames.js'
+import { MAX_JSON_DEPTH, describe, nestedDeeperThan } from './json.js'
 
 export type ParsedFrame = { ok: true, frame: ClientFrame } | { ok: false, error: HeraldError, id?: string, channel?: string }
 
@@ -9,6 +10,7 @@ export type ParsedFrame = { ok: true, frame: ClientFrame } | { ok: false, error:
  * `id` when it had a readable one, so the error can be correlated.
  */
 export function parseClientFrame (text: string): ParsedFrame {
+  if (nestedDeeperThan(text)) return { ok: false, error: new Errors.BAD_FRAME('client', `JSON nested deeper than ${MAX_JSON_DEPTH} levels`) }
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -23,10 +25,10 @@ export function parseClientFrame (text: string): ParsedFrame {
   const channel = typeof obj.channel === 'string' && isValidChannel(obj.channel) ? obj.channel : undefined
   const type = obj.type
   if (typeof type !== 'string' || !Object.hasOwn(clientFrameCheckers, type)) {
-    return { ok: false, error: new Errors.UNKNOWN_FRAME(JSON.stringify(type ?? null).slice(0, 64)), id }
+    return { ok: false, error: new Errors.UNKNOWN_FRAME(describe(type ?? null)), id }
   }
   if ('channel' in obj && !isValidChannel(obj.channel)) {
-    return { ok: false, error: new Errors.BAD_CHANNEL(JSON.stringify(obj.channel).slice(0, 160)), id }
+    return { ok: false, error: new Errors.BAD_CHANNEL(describe(obj.channel)), id }
   }
   const checker = clientFrameCheckers[type as ClientFrameType]
   if (!checker.Check(obj)) {

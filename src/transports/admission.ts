@@ -1,6 +1,7 @@
 import type { HeraldContext } from '../context.js'
 import type { Principal } from '../auth/permissions.js'
 import { Errors } from '../errors.js'
+import { describe } from '../protocol/json.js'
 
 /**
  * Browsers send `Origin` on WebSocket upgrades and cross-site EventSource requests, and neither is covered by CORS
@@ -10,7 +11,7 @@ import { Errors } from '../errors.js'
 export function checkOrigin (ctx: HeraldContext, origin: string | undefined): void {
   const allowed = ctx.config.corsOrigins
   if (allowed === '*' || origin === undefined) return
-  if (!allowed.includes(origin)) throw new Errors.ORIGIN_NOT_ALLOWED(JSON.stringify(origin).slice(0, 200))
+  if (!allowed.includes(origin)) throw new Errors.ORIGIN_NOT_ALLOWED(describe(origin))
 }
 
 /** Refuses a new WebSocket or SSE connection over the node's or the subject's connection limit. */

@@ -4,6 +4,7 @@ import { can } from '../auth/permissions.js'
 import { isValidChannel } from '../protocol/channel.js'
 import { type Cursor, decodeCursor } from '../protocol/cursor.js'
 import { Errors } from '../errors.js'
+import { describe } from '../protocol/json.js'
 
 export interface StreamRequest {
   channels: string[]
@@ -19,7 +20,7 @@ export function parseStreamRequest (ctx: HeraldContext, principal: Principal, ch
   const channels = [...new Set(channelParam === undefined ? [] : Array.isArray(channelParam) ? channelParam : [channelParam])]
   if (channels.length === 0) throw new Errors.VALIDATION('at least one "channel" query parameter is required')
   if (channels.length > ctx.config.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(ctx.config.maxSubscriptions)
-  for (const channel of channels) if (!isValidChannel(channel)) throw new Errors.BAD_CHANNEL(JSON.stringify(channel).slice(0, 160))
+  for (const channel of channels) if (!isValidChannel(channel)) throw new Errors.BAD_CHANNEL(describe(channel))
   for (const channel of channels) if (!can(principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
   for (const channel of channels) ctx.channelOptions(channel)
   const cursor: Cursor = new Map()

@@ -195,7 +195,21 @@ export class WsSession implements Sink, Connection, OutboxTarget {
 
   // ---- client frames ----
 
+  /**
+   * No client input may take the node down: whatever handling one frame throws ends at most this connection
+   * (close 1011), and is logged as the bug it is.
+   */
   private onMessage (data: RawData, isBinary: boolean): void {
+    try {
+      this.handleMessage(data, isBinary)
+    } catch (err) {
+      this.ctx.log.error({ err, client: this.id }, 'websocket frame handling failed; closing the connection')
+      this.ctx.metrics.errors.inc({ code: 'HERALD_ERR_INTERNAL' })
+      this.close(CloseCodes.INTERNAL_ERROR, 'internal error')
+    }
+  }
+
+  private handleMessage (data: RawData, isBinary: boolean): void {
     if (this.closed) return
     const size = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength
     if (!this.bucket.take()) { this.rateLimited(); return }
