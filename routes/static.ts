@@ -29,11 +29,12 @@ const staticRoutes: FastifyPluginAsync = async (fastify) => {
     return reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(code)
   })
 
-  if (!ctx.config.production && ctx.config.jwt.secret !== undefined) {
+  // Never with a configured key: see HeraldConfig.devToken.
+  if (ctx.config.devToken && !ctx.config.production && ctx.config.jwt.secret !== undefined) {
     fastify.get('/dev/token', {
       schema: {
         summary: 'Development only: a token for the demo page',
-        description: 'Absent when NODE_ENV=production. Signs a 1-hour token for `sub` (random when omitted) that may subscribe to everything and publish to `chat:*` and `demo:*`.',
+        description: 'Only in a standalone development server that generated its own secret (no JWT key configured); never in production or with a configured key. Signs a 1-hour token for `sub` (random when omitted) that may subscribe to everything and publish to `chat:*` and `demo:*`.',
         tags: ['client'],
         querystring: Type.Object({ sub: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.@-]{1,64}$' })) }),
         response: { 200: Type.Object({ token: Type.String(), sub: Type.String() }) }

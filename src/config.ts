@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import type { NamespacesFile } from './namespaces.js'
+import { defaultAlgorithms, resolveJwtSettings } from './auth/keys.js'
 
 /**
  * Every setting Herald reads from its environment. The schema is the single source of truth:
@@ -14,8 +15,8 @@ export const EnvSchema = Type.Object({
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
   REDIS_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$', default: 'herald', description: 'Prefix of every Redis key and pub/sub channel.' }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters). Unset in development: a random one is generated.' })),
-  JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key (or a path to one) for RS256/ES256 tokens; used instead of JWT_SECRET.' })),
-  JWT_ALGORITHMS: Type.Optional(Type.String({ pattern: '^(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512)(,(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512))*$', description: 'Comma list of accepted algorithms. Default: HS256 with a secret, RS256,ES256 with a public key.' })),
+  JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key, or the path of a PEM file, for RS*/PS*/ES* tokens (instead of JWT_SECRET). Anything else is refused at start-up.' })),
+  JWT_ALGORITHMS: Type.Optional(Type.String({ pattern: '^(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512)(,(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512))*$', description: 'Comma list of accepted algorithms. Default: HS256 with a secret, RS256,ES256 with a public key. HS* goes only with a secret and RS/PS/ES only with a public key of their type (other mixes are refused: they allow forged tokens).' })),
   CORS_ORIGINS: Type.String({ default: '*', description: 'Comma list of allowed browser origins, or `*`.' }),
   HISTORY_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000, description: 'Events kept per channel for history and resume.' }),
   HISTORY_TTL: Type.Integer({ minimum: 1, maximum: 30 * 86400, default: 3600, description: 'Seconds an event stays in history.' }),
@@ -50,6 +51,11 @@ export type Env = Static<typeof EnvSchema>
 /** Resolved configuration, shared by the standalone server and the plugin options. */
 export interface HeraldConfig {
   production: boolean
+  /**
+   * Serve `GET /dev/token`, which signs tokens for anyone who asks. Only the standalone server turns it on, and
+   * only when it generated its own development secret (no key configured); a plugin host must opt in explicitly.
+   */
+  devToken: boolean
   redisUrl?: string
   redisPrefix: string
   jwt: { secret?: string, publicKey?: string, algorithms: string[] }
@@ -99,6 +105,7 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     const first = Value.Errors(schema, value)[0]
     if (first !== undefined) problems.push(`${key}=${JSON.stringify(raw[key])}: ${first.message}`)
   }
+  if (problems.length === 0) problems.push(...resolveJwtSettings(jwtOf(converted)).problems)
   if (problems.length > 0) throw new ConfigError(problems)
   if (converted.NODE_ENV === 'production' && !converted.JWT_SECRET && !converted.JWT_PUBLIC_KEY) {
     throw new ConfigError(['JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production'])
@@ -106,13 +113,24 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
   return converted
 }
 
+function jwtOf (env: Env): HeraldConfig['jwt'] {
+  return { secret: env.JWT_SECRET, publicKey: env.JWT_PUBLIC_KEY, algorithms: env.JWT_ALGORITHMS?.split(',') ?? defaultAlgorithms(env.JWT_PUBLIC_KEY !== undefined) }
+}
+
+/** The JWT settings with a public key read from its file; throws a ConfigError when key and algorithms do not belong together. */
+export function checkedJwt (jwt: HeraldConfig['jwt']): HeraldConfig['jwt'] {
+  const resolved = resolveJwtSettings(jwt)
+  if (resolved.problems.length > 0) throw new ConfigError(resolved.problems)
+  return resolved.jwt
+}
+
 export function configFromEnv (env: Env): HeraldConfig {
-  const algorithms = env.JWT_ALGORITHMS?.split(',') ?? (env.JWT_PUBLIC_KEY ? ['RS256', 'ES256'] : ['HS256'])
   return {
     production: env.NODE_ENV === 'production',
+    devToken: false,
     redisUrl: env.REDIS_URL,
     redisPrefix: env.REDIS_PREFIX,
-    jwt: { secret: env.JWT_SECRET, publicKey: env.JWT_PUBLIC_KEY, algorithms },
+    jwt: checkedJwt(jwtOf(env)),
     corsOrigins: env.CORS_ORIGINS.trim() === '*' ? '*' : env.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
     history: { size: env.HISTORY_SIZE, ttlSeconds: env.HISTORY_TTL, metaTtlSeconds: env.HISTORY_META_TTL, limitMax: env.HISTORY_LIMIT_MAX },
     idempotencyTtlSeconds: env.IDEMPOTENCY_TTL,
@@ -141,5 +159,7 @@ export function configFromEnv (env: Env): HeraldConfig {
 
 /** Defaults for the plugin form: `register(herald, { config: { ... } })` overrides any of these. */
 export function defaultConfig (overrides: Partial<HeraldConfig> = {}): HeraldConfig {
-  return { ...configFromEnv(loadEnv({})), ...overrides }
+  const config = { ...configFromEnv(loadEnv({})), ...overrides }
+  if (overrides.jwt !== undefined) config.jwt = checkedJwt({ ...overrides.jwt, algorithms: overrides.jwt.algorithms ?? defaultAlgorithms(overrides.jwt.publicKey !== undefined) })
+  return config
 }

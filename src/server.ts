@@ -40,6 +40,8 @@ async function main (): Promise<void> {
   let devMode = false
   if (config.jwt.secret === undefined && config.jwt.publicKey === undefined) {
     config.jwt.secret = devSecret(true)
+    // Only a secret Herald made itself may sign tokens for anyone who asks (the demo's /dev/token).
+    config.devToken = !config.production
     devMode = true
   }
   const app = Fastify({

@@ -1,6 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { generateKeyPairSync } from 'node:crypto'
 import { loadEnv, configFromEnv, defaultConfig, ConfigError, EnvSchema } from '../src/config.js'
+
+const EC_PUBLIC_KEY = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } }).publicKey
 
 const SECRET = 'config-test-secret-0123456789'
 
@@ -115,7 +118,7 @@ test('loadEnv: NODE_ENV=production requires a JWT key', () => {
   assert.match(err.message, /JWT_SECRET/)
   assert.match(err.message, /production/)
   assert.equal(loadEnv({ NODE_ENV: 'production', JWT_SECRET: SECRET }).NODE_ENV, 'production')
-  assert.equal(loadEnv({ NODE_ENV: 'production', JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----' }).NODE_ENV, 'production')
+  assert.equal(loadEnv({ NODE_ENV: 'production', JWT_PUBLIC_KEY: EC_PUBLIC_KEY }).NODE_ENV, 'production')
   // A too-short secret in production is a bad value, not a missing one.
   const short = problemsOf({ NODE_ENV: 'production', JWT_SECRET: 'short' })
   assert.ok(short.problems.some((p) => p.startsWith('JWT_SECRET=')))
@@ -149,11 +152,11 @@ test('configFromEnv: CORS origins, JWT algorithms and the rest of the mapping', 
 
   assert.deepEqual(base({}).jwt.algorithms, ['HS256'])
   assert.deepEqual(base({ JWT_ALGORITHMS: 'HS384,HS512' }).jwt.algorithms, ['HS384', 'HS512'])
-  const pub = configFromEnv(loadEnv({ JWT_PUBLIC_KEY: '/etc/herald/key.pem' }))
+  const pub = configFromEnv(loadEnv({ JWT_PUBLIC_KEY: EC_PUBLIC_KEY }))
   assert.deepEqual(pub.jwt.algorithms, ['RS256', 'ES256'])
-  assert.equal(pub.jwt.publicKey, '/etc/herald/key.pem')
+  assert.equal(pub.jwt.publicKey, EC_PUBLIC_KEY)
   assert.equal(pub.jwt.secret, undefined)
-  assert.deepEqual(configFromEnv(loadEnv({ JWT_PUBLIC_KEY: 'k', JWT_ALGORITHMS: 'ES256' })).jwt.algorithms, ['ES256'])
+  assert.deepEqual(configFromEnv(loadEnv({ JWT_PUBLIC_KEY: EC_PUBLIC_KEY, JWT_ALGORITHMS: 'ES256' })).jwt.algorithms, ['ES256'])
 
   const c = base({
     NODE_ENV: 'production', REDIS_URL: 'redis://127.0.0.1:6390/1', REDIS_PREFIX: 'hx', HISTORY_SIZE: '5', HISTORY_TTL: '60',

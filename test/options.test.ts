@@ -108,8 +108,8 @@ test('an idle SSE stream carries heartbeat comments', async (t) => {
   assert.ok((text.match(/^: hb$/gm) ?? []).length >= 2, 'two heartbeats within a few seconds: ' + JSON.stringify(text))
 })
 
-test('the dev-only token route exists in development and not in production; the client bundle is served', async (t) => {
-  const dev = await startHerald(t)
+test('the dev-only token route exists when the host asks for it and not in production; the client bundle is served', async (t) => {
+  const dev = await startHerald(t, { config: { devToken: true } })
   const res = await fetch(`${dev.url}/dev/token?sub=zoe`)
   assert.equal(res.status, 200)
   const body = await res.json() as { token: string, sub: string }
@@ -122,7 +122,7 @@ test('the dev-only token route exists in development and not in production; the 
   assert.match(bundle.headers.get('content-type') ?? '', /javascript/)
   assert.match(await bundle.text(), /createClient/)
 
-  const prod = await startHerald(t, { config: { production: true } })
+  const prod = await startHerald(t, { config: { production: true, devToken: true } })
   const refused = await fetch(`${prod.url}/dev/token?sub=zoe`)
   assert.equal(refused.status, 404)
   assert.equal((await refused.json() as { code: string }).code, 'HERALD_ERR_NOT_FOUND')

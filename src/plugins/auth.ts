@@ -1,7 +1,6 @@
 import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyRequest } from 'fastify'
-import { readFileSync, existsSync } from 'node:fs'
 import type { HeraldConfig } from '../config.js'
 import { Errors } from '../errors.js'
 import { type Principal, type Action, can } from '../auth/permissions.js'
@@ -30,9 +29,10 @@ export function tokenOf (request: FastifyRequest): string | undefined {
   return typeof token === 'string' && token.length > 0 ? token : undefined
 }
 
+/** The verification key; config.ts has already checked it against the algorithms and read a key file. */
 function keyOf (config: HeraldConfig): string | { public: string } {
   const { publicKey, secret } = config.jwt
-  if (publicKey !== undefined) return { public: publicKey.includes('-----BEGIN') || !existsSync(publicKey) ? publicKey : readFileSync(publicKey, 'utf8') }
+  if (publicKey !== undefined) return { public: publicKey }
   if (secret === undefined) throw new Error('no JWT key configured')
   return secret
 }
