@@ -11,14 +11,14 @@ import { packageRoot } from '../src/version.js'
  * a route that hands the demo a token.
  */
 const staticRoutes: FastifyPluginAsync = async (fastify) => {
-  const ctx = fastify.herald
+  const config = fastify.heraldConfig
   let bundle: Promise<string> | undefined
 
   // In production, the bundle `npm run build:client` made (the Docker image does; esbuild is not installed there).
   // Otherwise bundled once, in memory, from the current sources on first request, so it is never stale.
   async function clientBundle (): Promise<string> {
     const built = join(packageRoot, 'dist', 'public', 'herald.js')
-    if (ctx.config.production && existsSync(built)) return readFileSync(built, 'utf8')
+    if (config.production && existsSync(built)) return readFileSync(built, 'utf8')
     const { buildClient } = await import('../client/build.js')
     return await buildClient()
   }
@@ -30,7 +30,7 @@ const staticRoutes: FastifyPluginAsync = async (fastify) => {
   })
 
   // Never with a configured key: see HeraldConfig.devToken.
-  if (ctx.config.devToken && !ctx.config.production && ctx.config.jwt.secret !== undefined) {
+  if (config.devToken && !config.production && config.jwt.secret !== undefined) {
     fastify.get('/dev/token', {
       schema: {
         summary: 'Development only: a token for the demo page',

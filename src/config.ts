@@ -2,6 +2,9 @@ import Type, { type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import type { NamespacesFile } from './namespaces.js'
 import { defaultAlgorithms, resolveJwtSettings } from './auth/keys.js'
+import { ConfigError } from './errors.js'
+
+export { ConfigError }
 
 /**
  * Every setting Herald reads from its environment. The schema is the single source of truth:
@@ -27,6 +30,7 @@ export const EnvSchema = Type.Object({
   MAX_SUBSCRIPTIONS: Type.Integer({ minimum: 1, maximum: 100_000, default: 128, description: 'Channels one connection (WebSocket, SSE stream or long-poll) may subscribe to.' }),
   HISTORY_LIMIT_MAX: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: 'Largest `limit` of a history request.' }),
   POLL_TIMEOUT_MAX: Type.Integer({ minimum: 1, maximum: 120, default: 30, description: 'Cap (seconds) on a long-poll `timeout`.' }),
+  POLL_LINGER: Type.Integer({ minimum: 0, maximum: 120, default: 10, description: 'Seconds a long-poll session stays subscribed after answering, gathering events for the next poll from the cursor it answered with (0 = every poll starts afresh from its cursor).' }),
   SSE_HEARTBEAT: Type.Integer({ minimum: 1, maximum: 300, default: 15, description: 'Seconds between SSE heartbeat comments.' }),
   WS_PING_INTERVAL: Type.Integer({ minimum: 1, maximum: 300, default: 25, description: 'Seconds between server WebSocket pings; a client that misses one pong is terminated.' }),
   MAX_BUFFER_BYTES: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 4 * 1024 * 1024, description: 'Outbound bytes a WebSocket or SSE connection may have queued before it is evicted as a slow consumer.' }),
@@ -66,6 +70,7 @@ export interface HeraldConfig {
   maxFrameBytes: number
   maxSubscriptions: number
   pollTimeoutMax: number
+  pollLingerSeconds: number
   sseHeartbeatSeconds: number
   wsPingIntervalSeconds: number
   maxBufferBytes: number
@@ -76,13 +81,6 @@ export interface HeraldConfig {
   namespaces?: NamespacesFile
   namespacesFile?: string
   presence: { ttlSeconds: number, batchMs: number }
-}
-
-export class ConfigError extends Error {
-  constructor (readonly problems: string[]) {
-    super('Invalid configuration:\n' + problems.map((p) => '  - ' + p).join('\n'))
-    this.name = 'ConfigError'
-  }
 }
 
 /** Reads, converts and validates the environment; throws a ConfigError listing every bad value. */
@@ -138,6 +136,7 @@ export function configFromEnv (env: Env): HeraldConfig {
     maxFrameBytes: env.MAX_FRAME_BYTES,
     maxSubscriptions: env.MAX_SUBSCRIPTIONS,
     pollTimeoutMax: env.POLL_TIMEOUT_MAX,
+    pollLingerSeconds: env.POLL_LINGER,
     sseHeartbeatSeconds: env.SSE_HEARTBEAT,
     wsPingIntervalSeconds: env.WS_PING_INTERVAL,
     maxBufferBytes: env.MAX_BUFFER_BYTES,

@@ -1,6 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Connections, TransportName } from './hub/connections.js'
-import type { Hub } from './hub/hub.js'
+import type { Publication } from './bus/broker.js'
+import { TRANSPORTS, type TransportName } from './protocol/transports.js'
+
+/** Figures owned by other services, read at scrape time. */
+export interface MetricSources {
+  connections: (transport: TransportName) => number
+  channels: () => number
+  subscriptions: () => number
+}
 
 /**
  * Prometheus instruments of one Herald instance (its own registry, so several instances can share a process).
@@ -8,9 +15,10 @@ import type { Hub } from './hub/hub.js'
  */
 export class Metrics {
   readonly registry = new Registry()
-  /** Deliveries per transport since start; the sinks add to these directly. */
-  readonly delivered: Record<TransportName, number> = { ws: 0, sse: 0, poll: 0 }
-  private readonly deliveredReported: Record<TransportName, number> = { ws: 0, sse: 0, poll: 0 }
+  /** Deliveries per transport since start; the transports add to these directly. */
+  readonly delivered = Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<TransportName, number>
+  private readonly deliveredReported = { ...this.delivered }
+  private sources: MetricSources = { connections: () => 0, channels: () => 0, subscriptions: () => 0 }
   readonly published: Counter<'transport'>
   readonly errors: Counter<'code'>
   readonly busReconnects: Counter
@@ -18,26 +26,26 @@ export class Metrics {
   readonly heartbeatTimeouts: Counter
   readonly latency: Histogram
 
-  constructor (connections: Connections, hub: Hub, defaultMetrics = true) {
+  constructor (defaultMetrics = true) {
     const registers = [this.registry]
     const self = this
     new Gauge({
       name: 'herald_connections', help: 'Open client connections by transport', labelNames: ['transport'], registers,
-      collect () { for (const t of ['ws', 'sse', 'poll'] as const) this.set({ transport: t }, connections.count(t)) }
+      collect () { for (const t of TRANSPORTS) this.set({ transport: t }, self.sources.connections(t)) }
     })
-    new Gauge({ name: 'herald_channels', help: 'Channels with local subscribers', registers, collect () { this.set(hub.channelCount) } })
-    new Gauge({ name: 'herald_subscriptions', help: 'Local subscriptions (all transports)', registers, collect () { this.set(hub.subscriptionCount) } })
+    new Gauge({ name: 'herald_channels', help: 'Channels with local subscribers', registers, collect () { this.set(self.sources.channels()) } })
+    new Gauge({ name: 'herald_subscriptions', help: 'Local subscriptions (all transports)', registers, collect () { this.set(self.sources.subscriptions()) } })
     new Counter({
       name: 'herald_events_delivered_total', help: 'Events written to clients, by transport', labelNames: ['transport'], registers,
       collect () {
-        for (const t of ['ws', 'sse', 'poll'] as const) {
+        for (const t of TRANSPORTS) {
           const delta = self.delivered[t] - self.deliveredReported[t]
           if (delta > 0) this.inc({ transport: t }, delta)
           self.deliveredReported[t] = self.delivered[t]
         }
       }
     })
-    this.published = new Counter({ name: 'herald_events_published_total', help: 'Events accepted for publishing, by transport (rest, ws)', labelNames: ['transport'], registers })
+    this.published = new Counter({ name: 'herald_events_published_total', help: 'Events accepted for publishing, by transport (rest, websocket)', labelNames: ['transport'], registers })
     this.errors = new Counter({ name: 'herald_errors_total', help: 'Errors answered to clients, by HERALD_ERR code', labelNames: ['code'], registers })
     this.busReconnects = new Counter({ name: 'herald_bus_reconnects_total', help: 'Times the bus connection came back after a loss', registers })
     this.evictions = new Counter({ name: 'herald_evictions_total', help: 'Slow consumers: connections evicted (reason=disconnect) or channels dropped (reason=dropped)', labelNames: ['transport', 'reason'], registers })
@@ -47,5 +55,14 @@ export class Metrics {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
     })
     if (defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'herald_' })
+  }
+
+  /** Where the gauges read their figures (set by the services that own them). */
+  collectFrom (sources: Partial<MetricSources>): void { this.sources = { ...this.sources, ...sources } }
+
+  /** The hub's observer: latency of every dispatched publication, and bus reconnects. */
+  readonly hubObserver = {
+    dispatched: (pub: Publication): void => { this.latency.observe((Date.now() - pub.ts) / 1000) },
+    reconnected: (): void => { this.busReconnects.inc() }
   }
 }

@@ -4,7 +4,7 @@ import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
 import { parse as parseYaml } from 'yaml'
 import { namespaceOf } from './protocol/channel.js'
-import { ConfigError } from './config.js'
+import { ConfigError, Errors } from './errors.js'
 
 /**
  * Per-namespace options. A channel's namespace is the part of its name before the first `:`
@@ -59,6 +59,13 @@ export class Namespaces {
     const options = this.resolved.get(ns)
     if (options !== undefined) return options
     return this.refuseUnknown ? undefined : this.fallback
+  }
+
+  /** Options of the channel's namespace; throws HERALD_ERR_UNKNOWN_NAMESPACE when that namespace is refused. */
+  require (channel: string): NamespaceOptions {
+    const options = this.of(channel)
+    if (options === undefined) throw new Errors.UNKNOWN_NAMESPACE(channel)
+    return options
   }
 
   /** True when some namespace needs presence (so the presence store is worth starting). */

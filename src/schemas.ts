@@ -1,7 +1,7 @@
 import type { FastifyReply } from 'fastify'
 import Type from 'typebox'
 import { CHANNEL_PATTERN } from './protocol/channel.js'
-import { EventName, FrameId } from './protocol/frames.js'
+import { EventName, FrameId } from './protocol/client-frames.js'
 
 /** TypeBox schemas of the REST routes (frames live in protocol/frames.ts). */
 

@@ -4,7 +4,7 @@ import { connect } from 'node:net'
 import { createSigner } from 'fast-jwt'
 import { matches, can, type Principal } from '../src/auth/permissions.js'
 import { SECRET, token, startHerald, eachBus, publish, WsClient } from './helper.js'
-import { VerifiedTokens } from '../src/plugins/auth.js'
+import { VerifiedTokens } from '../src/auth/jwt.js'
 
 // ------------------------------------------------------------------ tokens that must be refused
 

@@ -163,7 +163,7 @@ test('disconnect policy: a paused WebSocket is evicted with 4001, memory stays b
     from: 21,
     concurrency: 4,
     after: (n) => {
-      if (evictedAt === 0) peakBuffered = Math.max(peakBuffered, slowServer.socket.bufferedAmount)
+      if (evictedAt === 0) peakBuffered = Math.max(peakBuffered, slowServer.buffered())
       if (evictedAt === 0 && serverConnection(app, slow.client) === undefined) {
         evictedAt = n
         // Read again now, so the close frame is read before the node gives up on the close handshake.
@@ -186,7 +186,7 @@ test('disconnect policy: a paused WebSocket is evicted with 4001, memory stays b
   assert.ok(evictedAt > 0, 'the slow consumer was never evicted')
   const closed = await until(() => slow.closed !== null, 'the evicted client sees its close', 5000).then(() => slow.closed!)
   assert.equal(closed.code, 4001, `close ${closed.code} ${closed.reason}`)
-  assert.equal(await evictions(app, 'ws', 'disconnect'), 1)
+  assert.equal(await evictions(app, 'websocket', 'disconnect'), 1)
   assert.ok(peakBuffered <= maxBufferBytes + 2 * frameBytes, `the node held ${peakBuffered} B for the paused client (bound ${maxBufferBytes})`)
   // Memory: ≥ 20 MB went out while the client did not read; the node kept well under half of it.
   assert.ok(publishedBytes >= 20 * MiB, `published ${publishedBytes} B`)
@@ -229,15 +229,15 @@ test('drop-oldest policy: the slow WebSocket stays open, is told to resubscribe,
   slow.pause()
   let dropped = false
   const first = await blast(app, ch, 8000, (n) => ({ n, pad }), {
-    after: async (n) => { if (n % 10 === 0) dropped = await evictions(app, 'ws', 'dropped') > 0 },
+    after: async (n) => { if (n % 10 === 0) dropped = await evictions(app, 'websocket', 'dropped') > 0 },
     stop: () => dropped
   })
   assert.ok(dropped, `no drop after ${first} events`)
   // The stream goes on after the drop.
   await blast(app, ch, 40, (n) => ({ n, pad }), { from: first + 1 })
   const M = first + 40
-  assert.equal(app.herald.connections.count('ws'), 2, 'the slow client is still connected')
-  assert.equal(await evictions(app, 'ws', 'disconnect'), 0)
+  assert.equal(app.herald.connections.count('websocket'), 2, 'the slow client is still connected')
+  assert.equal(await evictions(app, 'websocket', 'disconnect'), 0)
 
   slow.resume()
   const notice = await until(() => slow.log.some((r) => r.type === 'unsubscribed'), 'the gap notice reaches the client', 5000)

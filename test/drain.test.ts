@@ -41,7 +41,7 @@ test('drain(): WebSocket closed 1012, SSE told 1012 and ended, waiting long-poll
   assert.equal(afterFirst.body.events.length, 1)
   let answeredAt = 0
   const waiting = poll(url, ['drain:1'], { cursor: afterFirst.body.cursor, timeout: 25 }).then((r) => { answeredAt = Date.now(); return r })
-  await until(() => app.herald.connections.count('poll') === 1, 'the long-poll is waiting')
+  await until(() => app.herald.connections.count('long-poll') === 1, 'the long-poll is waiting')
   assert.equal((await fetch(`${url}/readyz`)).status, 200)
 
   const drainedAt = Date.now()

@@ -66,7 +66,7 @@ function closeAll (t: TestContext, clients: Array<{ close: () => void } | undefi
 
 // ---------------------------------------------------------------- connection limits
 
-test('maxConnections: WebSocket and SSE connections together are capped per node; a freed slot is reusable', async (t) => {
+test('maxConnections: WebSocket, SSE and waiting long-poll connections together are capped per node; a freed slot is reusable', async (t) => {
   const { app, url, wsUrl } = await startHerald(t, { config: limits({ maxConnections: 3 }) })
   // Different subjects, so only the node-wide limit can apply.
   const a = await tryWs(wsUrl, { token: token({ sub: 'a' }) })
@@ -75,7 +75,7 @@ test('maxConnections: WebSocket and SSE connections together are capped per node
   closeAll(t, [a.client, b.client, c.client])
   assert.deepEqual([a.status, b.status, c.status], [101, 200, 101])
   await b.client!.waitFor((m) => m.data.type === 'subscribed')
-  assert.equal(app.herald.connections.count('ws') + app.herald.connections.count('sse'), 3)
+  assert.equal(app.herald.connections.count('websocket') + app.herald.connections.count('sse'), 3)
 
   const ws4 = await tryWs(wsUrl, { token: token({ sub: 'd' }) })
   closeAll(t, [ws4.client])
@@ -85,12 +85,13 @@ test('maxConnections: WebSocket and SSE connections together are capped per node
   closeAll(t, [sse4.client])
   assert.equal(sse4.status, 429, 'the fourth connection (SSE) is refused')
   assert.equal(sse4.body.code, 'HERALD_ERR_TOO_MANY_CONNECTIONS')
-  // Long-polls are not connections in this sense: they still work.
+  // A waiting long-poll is a connection too: refused the same way.
   const polled = await fetch(`${url}/v1/poll?channel=lim:1&timeout=0`, { headers: { authorization: `Bearer ${token({ sub: 'f' })}` } })
-  assert.equal(polled.status, 200)
+  assert.equal(polled.status, 429)
+  assert.equal((await polled.json() as { code: string }).code, 'HERALD_ERR_TOO_MANY_CONNECTIONS')
 
   // The refused ones did not leak a slot, and the admitted ones still work.
-  assert.equal(app.herald.connections.count('ws') + app.herald.connections.count('sse'), 3)
+  assert.equal(app.herald.connections.count('websocket') + app.herald.connections.count('sse'), 3)
   await a.client!.subscribe('lim:1')
   assert.equal((await publish(url, 'lim:1', { n: 1 })).status, 201)
   assert.equal((await a.client!.events('lim:1', 1))[0].data.n, 1)
@@ -99,7 +100,7 @@ test('maxConnections: WebSocket and SSE connections together are capped per node
   // Closing one frees its slot.
   c.client!.close()
   await c.client!.waitClosed()
-  await until(() => app.herald.connections.count('ws') === 1, 'the closed socket is no longer counted')
+  await until(() => app.herald.connections.count('websocket') === 1, 'the closed socket is no longer counted')
   const again = await tryWs(wsUrl, { token: token({ sub: 'g' }) })
   closeAll(t, [again.client])
   assert.equal(again.status, 101)

@@ -57,7 +57,7 @@ describe('liveness', { concurrency: true }, () => {
     assert.equal(before, 0)
     const deaf = await deafClient(t, wsUrl, 'deaf')
     const openedAt = Date.now()
-    assert.equal(app.herald.connections.count('ws'), 2)
+    assert.equal(app.herald.connections.count('websocket'), 2)
 
     // Pinged at the next round (≤ 1 s), terminated at the one after (≤ 2 s): allow scheduling slack.
     const closed = await Promise.race([deaf.closed, sleep(2 * 1000 + 1500).then(() => null)])
@@ -65,7 +65,7 @@ describe('liveness', { concurrency: true }, () => {
     assert.equal(closed.code, 1006, 'terminated (no close handshake with a dead peer)')
     assert.ok(deaf.pings.length >= 1, 'it was pinged before being terminated')
     assert.ok(closed.at - openedAt <= 3500)
-    await until(() => app.herald.connections.count('ws') === 1, 'the terminated socket is forgotten')
+    await until(() => app.herald.connections.count('websocket') === 1, 'the terminated socket is forgotten')
     assert.equal(await metric(url, 'herald_heartbeat_timeouts_total'), 1)
 
     // The normal client answers pings by itself and is kept through several more rounds.
@@ -108,7 +108,7 @@ describe('liveness', { concurrency: true }, () => {
     assert.equal(closed.code, 4501)
     assert.match(closed.reason, /expired/)
     assert.ok(at >= exp * 1000 - 50, `closed ${exp * 1000 - at} ms before the token's exp`)
-    assert.equal(app.herald.connections.count('ws'), 0)
+    assert.equal(app.herald.connections.count('websocket'), 0)
   })
 
   eachBus('token refresh: a refreshed WebSocket lives past the old expiry and keeps its subscriptions', async (t, bus) => {

@@ -52,9 +52,10 @@ test('the exposition is Prometheus text with HELP and TYPE for every Herald metr
 })
 
 test('herald_connections per transport, herald_channels and herald_subscriptions follow connections as they come and go', async (t) => {
-  const { url, wsUrl } = await startHerald(t)
+  // No lingering long-poll session: an answered poll leaves nothing behind (one that lingered would stay subscribed).
+  const { url, wsUrl } = await startHerald(t, { config: { pollLingerSeconds: 0 } })
   let s = (await scrape(url)).samples
-  for (const transport of ['ws', 'sse', 'poll']) assert.equal(value(s, 'herald_connections', { transport }), 0)
+  for (const transport of ['websocket', 'sse', 'long-poll']) assert.equal(value(s, 'herald_connections', { transport }), 0)
   assert.equal(value(s, 'herald_channels'), 0)
   assert.equal(value(s, 'herald_subscriptions'), 0)
 
@@ -69,19 +70,19 @@ test('herald_connections per transport, herald_channels and herald_subscriptions
   await sse.waitFor(() => sse.messages.filter((m) => m.data.type === 'subscribed').length === 2)
   const first = await poll(url, ['m:d'], { timeout: 0 })
   const waiting = poll(url, ['m:d'], { cursor: first.body.cursor, timeout: 10 })
-  await until(async () => await read(url, 'herald_connections', { transport: 'poll' }) === 1, 'the waiting long-poll is counted')
+  await until(async () => await read(url, 'herald_connections', { transport: 'long-poll' }) === 1, 'the waiting long-poll is counted')
 
   s = (await scrape(url)).samples
-  assert.equal(value(s, 'herald_connections', { transport: 'ws' }), 2)
+  assert.equal(value(s, 'herald_connections', { transport: 'websocket' }), 2)
   assert.equal(value(s, 'herald_connections', { transport: 'sse' }), 1)
-  assert.equal(value(s, 'herald_connections', { transport: 'poll' }), 1)
+  assert.equal(value(s, 'herald_connections', { transport: 'long-poll' }), 1)
   assert.equal(value(s, 'herald_channels'), 4, 'm:a, m:b, m:c, m:d')
   assert.equal(value(s, 'herald_subscriptions'), 6, 'ws1: 2, ws2: 1, sse: 2, poll: 1')
 
   // The long-poll is answered: it goes.
   assert.equal((await publish(url, 'm:d', { n: 1 })).status, 201)
   assert.equal((await waiting).status, 200)
-  await until(async () => await read(url, 'herald_connections', { transport: 'poll' }) === 0, 'the answered long-poll is no longer counted')
+  await until(async () => await read(url, 'herald_connections', { transport: 'long-poll' }) === 0, 'the answered long-poll is no longer counted')
 
   // An unsubscribe, a closed socket, an ended stream.
   ws1.send({ type: 'unsubscribe', channel: 'm:b', id: 'u' })
@@ -90,11 +91,11 @@ test('herald_connections per transport, herald_channels and herald_subscriptions
   assert.equal(value(s, 'herald_channels'), 2, 'm:a, m:c')
   assert.equal(value(s, 'herald_subscriptions'), 4)
   ws2.close()
-  await until(async () => await read(url, 'herald_connections', { transport: 'ws' }) === 1, 'the closed WebSocket is no longer counted')
+  await until(async () => await read(url, 'herald_connections', { transport: 'websocket' }) === 1, 'the closed WebSocket is no longer counted')
   sse.close()
   await until(async () => await read(url, 'herald_connections', { transport: 'sse' }) === 0, 'the ended SSE stream is no longer counted')
   ws1.close()
-  await until(async () => await read(url, 'herald_connections', { transport: 'ws' }) === 0, 'the last WebSocket is no longer counted')
+  await until(async () => await read(url, 'herald_connections', { transport: 'websocket' }) === 0, 'the last WebSocket is no longer counted')
   s = (await scrape(url)).samples
   assert.equal(value(s, 'herald_channels'), 0)
   assert.equal(value(s, 'herald_subscriptions'), 0)
@@ -130,10 +131,10 @@ test('published and delivered counters and the latency histogram grow with the t
 
   const s1 = (await scrape(url)).samples
   assert.equal(value(s1, 'herald_events_published_total', { transport: 'rest' }), 6)
-  assert.equal(value(s1, 'herald_events_published_total', { transport: 'ws' }), 2, 'the duplicate is not counted')
-  assert.equal(value(s1, 'herald_events_delivered_total', { transport: 'ws' }), 7)
+  assert.equal(value(s1, 'herald_events_published_total', { transport: 'websocket' }), 2, 'the duplicate is not counted')
+  assert.equal(value(s1, 'herald_events_delivered_total', { transport: 'websocket' }), 7)
   assert.equal(value(s1, 'herald_events_delivered_total', { transport: 'sse' }), 7)
-  assert.equal(value(s1, 'herald_events_delivered_total', { transport: 'poll' }), 7)
+  assert.equal(value(s1, 'herald_events_delivered_total', { transport: 'long-poll' }), 7)
   // One observation per publication dispatched to this node's subscribers (m:elsewhere has none).
   assert.equal(value(s1, 'herald_delivery_latency_seconds_count'), 7)
   assert.equal(value(s1, 'herald_delivery_latency_seconds_bucket', { le: '+Inf' }), 7)
@@ -143,7 +144,7 @@ test('published and delivered counters and the latency histogram grow with the t
 
   // Counters only grow: a second scrape without traffic reads the same values.
   const s2 = (await scrape(url)).samples
-  assert.equal(value(s2, 'herald_events_delivered_total', { transport: 'ws' }), 7)
+  assert.equal(value(s2, 'herald_events_delivered_total', { transport: 'websocket' }), 7)
   assert.equal(value(s2, 'herald_delivery_latency_seconds_count'), 7)
 
   // More traffic, more counted.
@@ -152,7 +153,7 @@ test('published and delivered counters and the latency histogram grow with the t
   await sse.waitEvents('m:flow', 8)
   const s3 = (await scrape(url)).samples
   assert.equal(value(s3, 'herald_events_published_total', { transport: 'rest' }), 7)
-  assert.equal(value(s3, 'herald_events_delivered_total', { transport: 'ws' }), 8)
+  assert.equal(value(s3, 'herald_events_delivered_total', { transport: 'websocket' }), 8)
   assert.equal(value(s3, 'herald_events_delivered_total', { transport: 'sse' }), 8)
   assert.equal(value(s3, 'herald_delivery_latency_seconds_count'), 8)
 })
@@ -204,21 +205,21 @@ test('herald_evictions_total counts a slow consumer evicted with 4001', async (t
   t.after(() => { reader.close(); slow.socket.terminate() })
   await reader.subscribe('m:slow')
   await slow.subscribe('m:slow')
-  assert.equal(await read(url, 'herald_evictions_total', { transport: 'ws', reason: 'disconnect' }), 0)
+  assert.equal(await read(url, 'herald_evictions_total', { transport: 'websocket', reason: 'disconnect' }), 0)
   ;(slow.socket as any)._socket.pause()
 
   // Large events until the node lets go of the client that does not read.
   const big = 'x'.repeat(256 * 1024)
   let sent = 0
-  while (app.herald.connections.count('ws') === 2) {
+  while (app.herald.connections.count('websocket') === 2) {
     assert.ok(sent < 200, `no eviction after ${sent} events of 256 KiB`)
     assert.equal((await publish(url, 'm:slow', { big, n: ++sent })).status, 201)
   }
   ;(slow.socket as any)._socket.resume()
   assert.equal((await slow.waitClosed(3000)).code, 4001)
   const s = (await scrape(url)).samples
-  assert.equal(value(s, 'herald_evictions_total', { transport: 'ws', reason: 'disconnect' }), 1)
-  assert.equal(value(s, 'herald_connections', { transport: 'ws' }), 1)
+  assert.equal(value(s, 'herald_evictions_total', { transport: 'websocket', reason: 'disconnect' }), 1)
+  assert.equal(value(s, 'herald_connections', { transport: 'websocket' }), 1)
   await reader.events('m:slow', sent)
   assert.equal(reader.closed, null)
 })

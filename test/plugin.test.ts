@@ -80,7 +80,7 @@ test('Herald works under the prefix: health, publish, WebSocket, SSE, long-poll,
   const history = await fetch(`${base}/v1/channels/room:1/events`, { headers: { authorization: `Bearer ${token()}` } })
   assert.equal(history.status, 200)
   assert.equal((await history.json() as { events: unknown[] }).events.length, 1)
-  assert.equal(app.herald.connections.count('ws'), 1)
+  assert.equal(app.herald.connections.count('websocket'), 1)
   assert.equal(app.herald.connections.count('sse'), 1)
 
   // Herald's errors and limits apply under the prefix: its error body, its history limit from the options.

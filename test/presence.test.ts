@@ -349,17 +349,17 @@ eachBus('a presence entry is removed on unsubscribe, socket close, slow-consumer
   assert.ok((await clientsIn(url, ch)).includes(slow.id))
   ;(slow.c.socket as any)._socket.pause()
   t.after(() => slow.c.socket.terminate())
-  const wsBefore = app.herald.connections.count('ws')
+  const wsBefore = app.herald.connections.count('websocket')
   const big = 'x'.repeat(256 * 1024)
   let sent = 0
-  while (app.herald.connections.count('ws') === wsBefore) {
+  while (app.herald.connections.count('websocket') === wsBefore) {
     assert.ok(sent < 150, 'the slow consumer was not evicted after ' + sent + ' events of 256 KiB')
     const res = await publish(url, ch, { big, n: ++sent })
     assert.equal(res.status, 201, JSON.stringify(res.body))
   }
   await waitGone(url, ch, slow.id, 'slow-consumer eviction')
   await waitLeave(alice.c, ch, 'u-slow')
-  const evictions = (await app.herald.metrics.evictions.get()).values.find((v) => v.labels.transport === 'ws' && v.labels.reason === 'disconnect')
+  const evictions = (await app.herald.metrics.evictions.get()).values.find((v) => v.labels.transport === 'websocket' && v.labels.reason === 'disconnect')
   assert.equal(evictions?.value, 1, 'evicted as a slow consumer (not for another reason)')
   // The reader kept up and got every event.
   await alice.c.events(ch, sent)

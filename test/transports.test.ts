@@ -584,7 +584,8 @@ eachBus('poll: answers at once when events are waiting, empty after its timeout,
 })
 
 eachBus('poll: a trimmed or foreign-epoch resume answers at once with `recovery`, then continues from the top', async (t, bus) => {
-  const { url } = await startHerald(t, { redisUrl: bus.redisUrl, config: SMALL_HISTORY })
+  // No lingering session: each poll resumes from its cursor alone (one that lingered would still hold the events).
+  const { url } = await startHerald(t, { redisUrl: bus.redisUrl, config: { ...SMALL_HISTORY, pollLingerSeconds: 0 } })
   const ch = 'lpr:1'
   const start = await cursorAtTop(url, [ch])
   await publishSeq(url, ch, 2)

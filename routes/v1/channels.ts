@@ -1,18 +1,16 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { ChannelParams, ErrorBody, WhoAmIReply, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply , sendJsonText } from '../../src/schemas.js'
+import { ChannelParams, ErrorBody, WhoAmIReply, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply, sendJsonText } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
-import { presenceCountOf, presenceOf } from '../../src/presence/query.js'
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody }
 
 const channelRoutes: FastifyPluginAsync = async (plain) => {
   const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
-  const ctx = fastify.herald
-  fastify.addHook('onRequest', async (request) => { await fastify.authenticate(request) })
+  const { heraldConfig: config, heraldBus: bus, heraldNamespaces: namespaces, heraldPublisher: publisher, heraldPresence: presence } = fastify
 
   fastify.post('/channels/:channel/events', {
-    bodyLimit: ctx.config.maxBodyBytes,
+    bodyLimit: config.maxBodyBytes,
     // Fastify's default Ajv removes properties that additionalProperties: false forbids, instead of refusing them.
     preValidation: async (request) => {
       const body = request.body
@@ -32,13 +30,10 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     }
   }, async (request, reply) => {
     const { channel } = request.params
-    fastify.authorize(request.principal!, 'publish', channel)
     const headerKey = request.headers['idempotency-key']
     const { data, event, id } = request.body
     if (headerKey !== undefined && id !== undefined && headerKey !== id) throw new Errors.VALIDATION('Idempotency-Key header and body "id" differ')
-    const ns = ctx.channelOptions(channel)
-    const result = await ctx.broker.publish({ channel, data, event, idempotencyKey: id ?? headerKey, historySize: ns.historySize, historyTtlSeconds: ns.historyTtl })
-    if (!result.duplicate) ctx.metrics.published.inc({ transport: 'rest' })
+    const result = await publisher.publish(request.principal!, { channel, data, event, id: id ?? headerKey }, 'rest')
     return reply.code(201).send(result)
   })
 
@@ -55,11 +50,11 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
   }, async (request, reply) => {
     const { channel } = request.params
     const { since } = request.query
-    const limit = request.query.limit ?? Math.min(100, ctx.config.history.limitMax)
+    const limit = request.query.limit ?? Math.min(100, config.history.limitMax)
     fastify.authorize(request.principal!, 'subscribe', channel)
-    if (limit > ctx.config.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${ctx.config.history.limitMax}`)
-    const ns = ctx.channelOptions(channel)
-    const { publications, top, earliest } = await ctx.broker.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })
+    if (limit > config.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${config.history.limitMax}`)
+    const ns = namespaces.require(channel)
+    const { publications, top, earliest } = await bus.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })
     const truncated = since < top.offset && earliest > since + 1
     // The stored frames are already JSON: splice them in rather than parse and re-serialise each.
     const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
@@ -91,7 +86,7 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     }
   }, async (request) => {
     const { channel } = request.params
-    return { channel, ...await presenceOf(ctx, request.principal!, channel) }
+    return { channel, ...await presence.query.members(request.principal!, channel) }
   })
 
   fastify.get('/channels/:channel/presence/count', {
@@ -105,7 +100,7 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     }
   }, async (request) => {
     const { channel } = request.params
-    return { channel, ...await presenceCountOf(ctx, request.principal!, channel) }
+    return { channel, ...await presence.query.count(request.principal!, channel) }
   })
 }
 

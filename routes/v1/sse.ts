@@ -2,21 +2,17 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { ErrorBody, StreamQuery } from '../../src/schemas.js'
-import { Errors } from '../../src/errors.js'
-import { SseSession } from '../../src/transports/sse.js'
+import { CloseCodes } from '../../src/protocol/codes.js'
+import { frame } from '../../src/protocol/frames.js'
+import { SseTransport } from '../../src/transports/sse.js'
 import { parseStreamRequest } from '../../src/transports/stream-request.js'
-import { checkConnectionLimits, checkOrigin } from '../../src/transports/admission.js'
 
 const sseRoutes: FastifyPluginAsync = async (plain) => {
   const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
-  const ctx = fastify.herald
-  plain.addHook('onRequest', async (request) => {
-    if (ctx.draining) throw new Errors.DRAINING()
-    checkOrigin(ctx, request.headers.origin)
-    checkConnectionLimits(ctx, await plain.authenticate(request))
-  })
+  const { heraldSessions: sessions, heraldConfig: config, heraldNamespaces: namespaces, heraldMetrics: metrics } = fastify
 
   fastify.get('/sse', {
+    config: { admission: 'connection', rateLimit: false },
     schema: {
       summary: 'Server-Sent Events stream',
       description: 'A `text/event-stream` of server frames (docs/protocol.md). Each event\'s `id:` is a cursor of all the stream\'s channels; reconnect with `Last-Event-ID` (or `?cursor=`) to resume exactly after it, on any node.',
@@ -26,14 +22,24 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
       produces: ['text/event-stream'],
       response: { 200: Type.String({ description: 'text/event-stream' }), 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody, 503: ErrorBody }
-    },
+    }
   }, async (request, reply) => {
     const { channel, cursor } = request.query
-    const stream = parseStreamRequest(ctx, request.principal!, channel, request.headers['last-event-id'] ?? cursor)
+    const stream = parseStreamRequest({ maxSubscriptions: config.maxSubscriptions, namespaces }, request.principal!, channel, request.headers['last-event-id'] ?? cursor)
     reply.hijack()
-    const session = new SseSession(ctx, reply.raw, request.principal!, reply.getHeaders())
-    ctx.log.info({ client: session.id, sub: session.principal.sub, channels: stream.channels.length, resume: stream.cursor.size }, 'sse open')
-    session.start(stream)
+    const transport = new SseTransport(reply.raw, metrics.delivered)
+    const session = sessions.open(transport, request.principal!)
+    transport.attach(session, reply.getHeaders(), config.sseHeartbeatSeconds)
+    request.log.info({ client: session.id, sub: session.sub, channels: stream.channels.length, resume: stream.cursor.size }, 'sse open')
+    session.send(frame.connected({ client: session.id, sub: session.sub, pingInterval: config.sseHeartbeatSeconds }))
+    for (const [ch, pos] of stream.cursor) session.cursor.set(ch, pos)
+    for (const ch of stream.channels) {
+      session.subscribe(ch, stream.cursor.get(ch)).catch((err: unknown) => {
+        if (session.closed) return
+        session.fail(err, undefined, ch)
+        session.close(CloseCodes.SERVICE_RESTART, 'subscribe failed')
+      })
+    }
   })
 }
 

@@ -1,6 +1,7 @@
 import type { Broker, BrokerHandler, BrokerOptions, HistoryRequest, HistoryResult, Publication, PublishRequest, PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
-import { contentHash, frameHead, frameTail, newEpoch } from './publication.js'
+import { contentHash, frameTail, newEpoch } from './publication.js'
+import { frame } from '../protocol/frames.js'
 
 interface ChannelStream {
   epoch: string
@@ -21,7 +22,7 @@ const SWEEP_MS = 30_000
  * restart tells resuming clients that history is gone instead of handing them someone else's offsets.
  */
 export class MemoryBroker implements Broker {
-  readonly kind = 'memory' as const
+  readonly kind = 'memory'
   private handler: BrokerHandler = { onPublication: () => {}, onReconnect: () => {} }
   private readonly streams = new Map<string, ChannelStream>()
   private readonly subscribed = new Set<string>()
@@ -51,8 +52,7 @@ export class MemoryBroker implements Broker {
       }
     }
     const offset = ++stream.top
-    const frame = frameHead(JSON.stringify(req.channel), offset, stream.epoch) + frameTail(req, now)
-    const pub: Publication = { channel: req.channel, offset, epoch: stream.epoch, ts: now, frame }
+    const pub: Publication = { channel: req.channel, offset, epoch: stream.epoch, ts: now, frame: frame.eventHead(JSON.stringify(req.channel), offset, stream.epoch) + frameTail(req, now) }
     const size = req.historySize ?? this.options.history.size
     if (size > 0) stream.entries.push(pub)
     while (stream.entries.length > size) stream.entries.shift()

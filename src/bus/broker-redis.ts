@@ -1,8 +1,8 @@
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Broker, BrokerHandler, BrokerOptions, HistoryRequest, HistoryResult, Publication, PublishRequest, PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
-import { busCall, redisOptions } from './redis-connection.js'
+import { busCall, RedisPair } from '../redis/connection.js'
 import { contentHash, frameTail, newEpoch } from './publication.js'
 
 /*
@@ -97,33 +97,28 @@ export interface RedisBrokerOptions extends BrokerOptions {
  * `sub` for pub/sub, subscribed only to channels with local subscribers.
  */
 export class RedisBroker implements Broker {
-  readonly kind = 'redis' as const
+  readonly kind = 'redis'
   private handler: BrokerHandler = { onPublication: () => {}, onReconnect: () => {} }
+  private readonly redis: RedisPair
   private readonly cmd: RedisWithScripts
   private readonly sub: Redis
   /** pub/sub channel name -> Herald channel */
   private readonly channels = new Map<string, string>()
   private connectedOnce = false
-  private closing = false
 
   constructor (private readonly options: RedisBrokerOptions) {
-    const closing = (): boolean => this.closing
-    this.cmd = new Redis(options.url, redisOptions('herald-cmd', closing, { commandTimeout: options.commandTimeoutMs ?? 5000 })) as RedisWithScripts
+    this.redis = new RedisPair(options.url, 'herald-bus', options.log, { cmd: { commandTimeout: options.commandTimeoutMs ?? 5000 }, sub: { commandTimeout: undefined } })
+    this.cmd = this.redis.cmd as RedisWithScripts
+    this.sub = this.redis.sub
     this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: PUBLISH_LUA })
     this.cmd.defineCommand('heraldHistory', { numberOfKeys: 2, lua: HISTORY_LUA })
-    this.sub = new Redis(options.url, redisOptions('herald-sub', closing, { autoResubscribe: false, commandTimeout: undefined }))
-    for (const conn of [this.cmd, this.sub]) {
-      conn.on('error', (err: Error) => this.options.log.warn({ err: err.message, conn: conn === this.cmd ? 'cmd' : 'sub' }, 'redis connection error'))
-    }
     this.sub.on('message', (name: string, message: string) => this.onMessage(name, message))
     this.sub.on('ready', () => { void this.onSubReady() })
   }
 
   setHandler (handler: BrokerHandler): void { this.handler = handler }
 
-  async connect (): Promise<void> {
-    await Promise.all([this.cmd.connect(), this.sub.connect()])
-  }
+  async connect (): Promise<void> { await this.redis.connect() }
 
   async publish (req: PublishRequest): Promise<PublishResult> {
     const ts = Date.now()
@@ -171,14 +166,9 @@ export class RedisBroker implements Broker {
     if (this.sub.status === 'ready') await busCall(() => this.sub.unsubscribe(name)).catch(() => {})
   }
 
-  ready (): boolean { return this.cmd.status === 'ready' && this.sub.status === 'ready' }
+  ready (): boolean { return this.redis.ready() }
 
-  async close (): Promise<void> {
-    this.closing = true
-    await Promise.allSettled([this.cmd.quit(), this.sub.quit()])
-    this.cmd.disconnect()
-    this.sub.disconnect()
-  }
+  async close (): Promise<void> { await this.redis.close() }
 
   private base (channel: string): string { return this.options.prefix + ':{' + channel + '}' }
 
@@ -213,5 +203,4 @@ export class RedisBroker implements Broker {
     }
     this.connectedOnce = true
   }
-
 }

@@ -15,10 +15,6 @@ export interface Publication {
   /** Publish time (ms since the epoch), stamped by the node that accepted the publish. */
   ts: number
   frame: string
-  /** `frame` as UTF-8 bytes, encoded by the first socket writer that needs it and reused by all the others. */
-  bytes?: Buffer
-  /** `frame` as a complete unmasked WebSocket text frame (header + bytes), likewise built once. */
-  wire?: Buffer
 }
 
 export interface PublishRequest {
@@ -80,8 +76,11 @@ export interface BrokerHandler {
  * at offset 0 can later resume in the same epoch.
  */
 export interface Broker {
-  readonly kind: 'memory' | 'redis'
+  /** Which backend this is (`memory`, `redis`, …), for /healthz and logs. */
+  readonly kind: string
+  /** Where publications go. Set once, before `connect`; a broker delivers nothing until it is set. */
   setHandler: (handler: BrokerHandler) => void
+  /** Opens the bus's connections. Resolves once publishes can be taken. */
   connect: () => Promise<void>
   publish: (req: PublishRequest) => Promise<PublishResult>
   history: (channel: string, req: HistoryRequest) => Promise<HistoryResult>
@@ -91,6 +90,7 @@ export interface Broker {
   unsubscribe: (channel: string) => Promise<void>
   /** True while the bus can take publishes. */
   ready: () => boolean
+  /** Closes the connections; idempotent. Later calls fail with HERALD_ERR_BUS_UNAVAILABLE. */
   close: () => Promise<void>
 }
 

@@ -1,18 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { PublishRequest } from './broker.js'
+import { frame } from '../protocol/frames.js'
 
-/**
- * The part of an `event` frame that does not depend on the offset: `,"ts":…,"event":…,"data":…}`.
- * The bus prepends `{"type":"event","channel":…,"offset":…,"epoch":…` when it assigns the offset, so the
- * payload is serialised exactly once, on the publishing node.
- */
+/** The offset-independent tail of a publication's `event` frame (protocol/frames.ts: `frame.eventTail`). */
 export function frameTail (req: PublishRequest, ts: number): string {
-  const event = req.event === undefined ? '' : ',"event":' + JSON.stringify(req.event)
-  return ',"ts":' + ts + event + ',"data":' + JSON.stringify(req.data) + '}'
-}
-
-export function frameHead (channelJson: string, offset: number, epoch: string): string {
-  return '{"type":"event","channel":' + channelJson + ',"offset":' + offset + ',"epoch":"' + epoch + '"'
+  return frame.eventTail(ts, req.event, req.data)
 }
 
 /** Fingerprint of a publish's content, to tell a retry from a different publish reusing an idempotency key. */

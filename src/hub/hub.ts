@@ -1,64 +1,22 @@
 import type { Logger } from 'pino'
-import type { Broker, HistoryResult, Publication } from '../bus/broker.js'
+import type { Broker, Publication } from '../bus/broker.js'
 import type { StreamPosition } from '../protocol/cursor.js'
-import type { PresenceMember } from '../presence/presence.js'
 import type { PresenceTracker } from '../presence/tracker.js'
+import type { PresenceMember } from '../presence/presence.js'
 import type { Namespaces } from '../namespaces.js'
+import type { Sink, SubscribeResult } from './sink.js'
+import { recoveryFailure } from './recovery.js'
 import { Errors } from '../errors.js'
 
-/** Why a resume could not be honoured. */
-export type RecoveryFailure = 'epoch_changed' | 'history_trimmed' | 'offset_ahead'
-
-export interface SubscribeResult {
-  channel: string
-  /** Position the subscription starts from: events after it follow, in order. */
-  offset: number
-  epoch: string
-  /** Only for a subscribe with `since`: were all events after it replayed? */
-  recovered?: boolean
-  reason?: RecoveryFailure
-  /** Events replayed from history. */
-  replayed: number
-}
-
-/**
- * A receiver of publications: one per WebSocket connection, SSE stream or waiting long-poll. The hub calls it
- * synchronously and in offset order per channel; the sink owns buffering and writing.
- */
-export interface Sink {
-  readonly id: string
-  /** Who this sink is in presence; sinks without one (long-polls) never join presence. */
-  readonly member?: PresenceMember
-  /** A subscription is ready: called right before its replay (if any), then live events follow. */
-  subscribed: (result: SubscribeResult) => void
-  /** `replay`: part of a resume's catch-up burst (history, then what arrived while it was read), not live. */
-  deliver: (pub: Publication, replay?: boolean) => void
-  /**
-   * The hub can no longer continue the channel without a gap (the bus came back with a new epoch, or missed
-   * events are no longer in history). The subscription is already removed; the sink tells its client to
-   * resubscribe from its last position, which will answer `recovered: false`.
-   */
-  lost: (channel: string, reason: RecoveryFailure) => void
-  /** A non-event frame for the channel's subscribers (presence changes), serialised once for all of them. */
-  notify?: (channel: string, frame: string) => void
-}
-
-/** Why the events after `from` cannot all be replayed from `history` (read with `since: from.offset`), if they cannot. */
-function recoveryFailure (from: StreamPosition, history: HistoryResult): RecoveryFailure | undefined {
-  const { top, earliest, publications } = history
-  if (from.epoch !== top.epoch) return 'epoch_changed'
-  if (from.offset > top.offset) return 'offset_ahead'
-  if (from.offset < top.offset && (earliest > from.offset + 1 || publications.length < top.offset - from.offset)) return 'history_trimmed'
-  return undefined
-}
+export type { Sink, SubscribeResult, RecoveryFailure } from './sink.js'
 
 interface Subscription {
   /** Last offset delivered to this sink. */
   offset: number
   /** Live publications held back while the subscription's history replay is being read. */
   buffer: Publication[] | null
-  /** Whether the sink joined presence for this channel (and must leave it). */
-  present: boolean
+  /** The presence entry the sink joined this channel with (and must leave with). */
+  member?: PresenceMember
 }
 
 type Phase = 'activating' | 'live' | 'syncing'
@@ -87,9 +45,13 @@ export interface HubOptions {
   replayLimit: number
   namespaces?: Namespaces
   presence?: PresenceTracker
-  /** Called once per live publication dispatched on this node (for the latency histogram). */
-  onDispatch?: (pub: Publication) => void
-  onReconnect?: () => void
+  /** Told of every live publication dispatched on this node, and of bus reconnects (metrics). */
+  observer?: HubObserver
+}
+
+export interface HubObserver {
+  dispatched: (pub: Publication) => void
+  reconnected: () => void
 }
 
 /**
@@ -104,10 +66,12 @@ export class Hub {
   private readonly busOps = new Map<string, Promise<void>>()
 
   constructor (private readonly options: HubOptions) {
+    // Presence frames (batched joins and leaves) go to the channel's local subscribers, serialised once.
+    options.presence?.setBroadcast((channel, frame) => this.broadcast(channel, frame))
     options.broker.setHandler({
       onPublication: (pub) => this.onPublication(pub),
       onReconnect: () => {
-        options.onReconnect?.()
+        options.observer?.reconnected()
         for (const state of this.channels.values()) {
           // A catch-up already under way may have read history before the drop: run another after it.
           if (state.phase === 'syncing') state.resyncAgain = true
@@ -148,7 +112,7 @@ export class Hub {
       throw err
     }
     if (state.subs.has(sink)) { this.releaseIfIdle(state); throw new Errors.ALREADY_SUBSCRIBED(channel) }
-    const sub: Subscription = { offset: state.offset, buffer: null, present: member !== undefined }
+    const sub: Subscription = { offset: state.offset, buffer: null, member }
     if (since === undefined) {
       state.subs.set(sink, sub)
       this.releaseIfIdle(state)
@@ -188,7 +152,7 @@ export class Hub {
     const sub = state?.subs.get(sink)
     if (state === undefined || sub === undefined) return false
     state.subs.delete(sink)
-    if (sub.present) this.options.presence?.leave(channel, sink.member!)
+    if (sub.member !== undefined) this.options.presence?.leave(channel, sub.member)
     this.releaseIfIdle(state)
     return true
   }
@@ -273,7 +237,7 @@ export class Hub {
   }
 
   private dispatch (state: ChannelState, pub: Publication): void {
-    this.options.onDispatch?.(pub)
+    this.options.observer?.dispatched(pub)
     for (const [sink, sub] of state.subs) {
       if (sub.buffer !== null) sub.buffer.push(pub)
       else if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
@@ -316,7 +280,7 @@ export class Hub {
         state.subs.clear()
         state.phase = 'live'
         for (const [sink, sub] of subs) {
-          if (sub.present) this.options.presence?.leave(channel, sink.member!)
+          if (sub.member !== undefined) this.options.presence?.leave(channel, sub.member)
           sink.lost(channel, reason)
         }
         this.releaseIfIdle(state)

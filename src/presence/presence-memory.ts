@@ -2,7 +2,7 @@ import type { PresenceChange, PresenceCount, PresenceMember, PresenceStore } fro
 
 /** Presence of one process (the embedded default). */
 export class MemoryPresence implements PresenceStore {
-  readonly kind = 'memory' as const
+  readonly kind = 'memory'
   /** channel -> client -> member */
   private readonly channels = new Map<string, Map<string, PresenceMember>>()
   /** channel -> sub -> connections */

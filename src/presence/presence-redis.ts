@@ -1,7 +1,7 @@
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { PresenceChange, PresenceCount, PresenceMember, PresenceStore } from './presence.js'
-import { busCall, redisOptions } from '../bus/redis-connection.js'
+import { busCall, RedisPair } from '../redis/connection.js'
 
 /*
  * Keys of channel C (same `{C}` hash slot as its stream):
@@ -69,12 +69,17 @@ end
 return 1
 `
 
-// ARGV: now, expiry, key ttl ms, clients...
+// ARGV: now, expiry, key ttl ms, clients... Returns the clients that were missing (lost in an outage).
 const REFRESH = CLEANUP + `
 cleanup(ARGV[1])
-for i = 4, #ARGV do redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[i]) end
+local missing = {}
+for i = 4, #ARGV do
+  if redis.call('ZADD', KEYS[2], 'XX', 'CH', ARGV[2], ARGV[i]) == 0 and redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    missing[#missing + 1] = ARGV[i]
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then touch(ARGV[3]) end
-return 1
+return missing
 `
 
 // ARGV: now
@@ -94,31 +99,29 @@ type RedisWithPresence = Redis & { presenceJoin: Script, presenceLeave: Script, 
 export interface RedisPresenceOptions { url: string, prefix: string, ttlSeconds: number, log: Logger }
 
 export class RedisPresence implements PresenceStore {
-  readonly kind = 'redis' as const
+  readonly kind = 'redis'
+  private readonly redis: RedisPair
   private readonly cmd: RedisWithPresence
-  private readonly sub: Redis
   private readonly watched = new Map<string, string>()
   private handler: (change: PresenceChange) => void = () => {}
-  private closing = false
 
   constructor (private readonly options: RedisPresenceOptions) {
-    const closing = (): boolean => this.closing
-    this.cmd = new Redis(options.url, redisOptions('herald-presence', closing)) as RedisWithPresence
+    this.redis = new RedisPair(options.url, 'herald-presence', options.log, { sub: { commandTimeout: undefined } })
+    this.cmd = this.redis.cmd as RedisWithPresence
     for (const [name, lua] of [['presenceJoin', JOIN], ['presenceLeave', LEAVE], ['presenceRefresh', REFRESH], ['presenceList', LIST], ['presenceCount', COUNT]]) {
       this.cmd.defineCommand(name, { numberOfKeys: 4, lua })
     }
-    this.sub = new Redis(options.url, redisOptions('herald-presence-sub', closing, { autoResubscribe: false, commandTimeout: undefined }))
-    for (const conn of [this.cmd, this.sub]) conn.on('error', (err: Error) => options.log.warn({ err: err.message }, 'presence redis connection error'))
-    this.sub.on('message', (name: string, message: string) => this.onMessage(name, message))
-    this.sub.on('ready', () => {
+    const sub = this.redis.sub
+    sub.on('message', (name: string, message: string) => this.onMessage(name, message))
+    sub.on('ready', () => {
       const names = [...this.watched.keys()]
-      if (names.length > 0) this.sub.subscribe(...names).catch(() => this.sub.disconnect(true))
+      if (names.length > 0) sub.subscribe(...names).catch(() => sub.disconnect(true))
     })
   }
 
   setHandler (handler: (change: PresenceChange) => void): void { this.handler = handler }
 
-  async connect (): Promise<void> { await Promise.all([this.cmd.connect(), this.sub.connect()]) }
+  async connect (): Promise<void> { await this.redis.connect() }
 
   async join (channel: string, member: PresenceMember, maxMembers: number): Promise<{ joined: boolean, full: boolean }> {
     const now = Date.now()
@@ -142,30 +145,30 @@ export class RedisPresence implements PresenceStore {
     return { members: Number(members), connections: Number(connections) }
   }
 
-  async refresh (channel: string, clients: string[]): Promise<void> {
+  async refresh (channel: string, members: PresenceMember[]): Promise<void> {
     const now = Date.now()
     const ttl = this.options.ttlSeconds * 1000
-    await busCall(() => this.cmd.presenceRefresh(...this.keys(channel), now, now + ttl, ttl * 2, ...clients))
+    const missing = await busCall(() => this.cmd.presenceRefresh(...this.keys(channel), now, now + ttl, ttl * 2, ...members.map((m) => m.client))) as string[]
+    // Entries lost while Redis was away (an outage past the TTL, a restart without persistence) come back as joins.
+    for (const client of missing) {
+      const member = members.find((m) => m.client === client)
+      if (member !== undefined) await this.join(channel, member, 0)
+    }
   }
 
   async watch (channel: string): Promise<void> {
     const name = this.keys(channel)[3]
     this.watched.set(name, channel)
-    if (this.sub.status === 'ready') await busCall(() => this.sub.subscribe(name))
+    if (this.redis.sub.status === 'ready') await busCall(() => this.redis.sub.subscribe(name))
   }
 
   async unwatch (channel: string): Promise<void> {
     const name = this.keys(channel)[3]
     this.watched.delete(name)
-    if (this.sub.status === 'ready') await this.sub.unsubscribe(name).catch(() => {})
+    if (this.redis.sub.status === 'ready') await this.redis.sub.unsubscribe(name).catch(() => {})
   }
 
-  async close (): Promise<void> {
-    this.closing = true
-    await Promise.allSettled([this.cmd.quit(), this.sub.quit()])
-    this.cmd.disconnect()
-    this.sub.disconnect()
-  }
+  async close (): Promise<void> { await this.redis.close() }
 
   private keys (channel: string): [string, string, string, string] {
     const base = this.options.prefix + ':{' + channel + '}:p'
@@ -184,5 +187,4 @@ export class RedisPresence implements PresenceStore {
       this.options.log.warn({ err, channel }, 'bad presence message')
     }
   }
-
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { PresenceChange, PresenceMember, PresenceStore } from './presence.js'
 import type { Namespaces } from '../namespaces.js'
+import { frame } from '../protocol/frames.js'
 
 export interface TrackerOptions {
   store: PresenceStore
@@ -9,8 +10,6 @@ export interface TrackerOptions {
   ttlSeconds: number
   /** Window over which join/leave changes are batched into one frame per subscriber. */
   batchMs: number
-  /** Sends a frame (already serialised) to every local subscriber of a channel. */
-  broadcast: (channel: string, frame: string) => void
 }
 
 interface Pending { joins: Map<string, unknown>, leaves: Set<string> }
@@ -27,6 +26,8 @@ export class PresenceTracker {
   private readonly pending = new Map<string, Pending>()
   private readonly refresher: NodeJS.Timeout
   private flushTimer?: NodeJS.Timeout
+  /** Sends a frame (already serialised) to every local subscriber of a channel: the hub, once it exists. */
+  private broadcast: (channel: string, frame: string) => void = () => {}
 
   constructor (private readonly options: TrackerOptions) {
     options.store.setHandler((change) => this.onChange(change))
@@ -34,6 +35,8 @@ export class PresenceTracker {
   }
 
   get store (): PresenceStore { return this.options.store }
+
+  setBroadcast (broadcast: (channel: string, frame: string) => void): void { this.broadcast = broadcast }
 
   enabled (channel: string): boolean { return this.options.namespaces.of(channel)?.presence === true }
 
@@ -85,7 +88,7 @@ export class PresenceTracker {
 
   private refreshAll (): void {
     for (const [channel, clients] of this.local) {
-      this.options.store.refresh(channel, [...clients.keys()]).catch((err: unknown) => {
+      this.options.store.refresh(channel, [...clients.values()]).catch((err: unknown) => {
         this.options.log.warn({ err: (err as Error).message, channel }, 'presence refresh failed')
       })
     }
@@ -113,13 +116,13 @@ export class PresenceTracker {
       const ns = this.options.namespaces.of(channel)
       if (ns?.presenceCountsOnly === true) {
         this.options.store.count(channel).then((count) => {
-          this.options.broadcast(channel, JSON.stringify({ type: 'presence_count', channel, ...count }))
+          this.broadcast(channel, frame.presenceCount(channel, count))
         }, () => {})
         continue
       }
       const joins = [...p.joins].map(([sub, info]) => info === undefined ? { sub } : { sub, info })
       const leaves = [...p.leaves].map((sub) => ({ sub }))
-      this.options.broadcast(channel, JSON.stringify({ type: 'presence_diff', channel, joins, leaves }))
+      this.broadcast(channel, frame.presenceDiff(channel, joins, leaves))
     }
   }
 }

@@ -41,3 +41,32 @@ export function decodeCursor (text: string): Cursor {
   }
   return cursor
 }
+
+/**
+ * The positions of one stream (an SSE stream, a long-poll session), moved as its frames go out, and encoded
+ * for its SSE ids and long-poll answers. The encoding is kept until the next move.
+ */
+export class StreamCursor {
+  private readonly positions: Cursor = new Map()
+  private encoded: string | undefined
+
+  get (channel: string): StreamPosition | undefined { return this.positions.get(channel) }
+
+  set (channel: string, pos: StreamPosition): void {
+    this.positions.set(channel, { offset: pos.offset, epoch: pos.epoch })
+    this.encoded = undefined
+  }
+
+  /** Past one event of `channel`. */
+  advance (channel: string, offset: number, epoch: string): void {
+    const pos = this.positions.get(channel)
+    if (pos !== undefined && pos.epoch === epoch) pos.offset = offset
+    else this.positions.set(channel, { offset, epoch })
+    this.encoded = undefined
+  }
+
+  encode (): string {
+    this.encoded ??= encodeCursor(this.positions)
+    return this.encoded
+  }
+}

@@ -1,75 +1,17 @@
-import Type, { type Static, type TSchema } from 'typebox'
-import { Compile } from 'typebox/compile'
-import { CHANNEL_PATTERN } from './channel.js'
+import Type, { type Static } from 'typebox'
+import { Channel, EventName, FrameId } from './client-frames.js'
+import { shouldReconnect } from './codes.js'
 
 /**
- * Frames of the WebSocket protocol (docs/protocol.md). Every frame is one JSON object with a `type`.
- * Server frames are also the `data:` of SSE messages and the elements of long-poll `events`.
+ * Server -> client frames (docs/protocol.md; its tables are checked against these schemas). The same JSON is a
+ * WebSocket text frame, the `data:` of an SSE message and an element of a long-poll or history `events` array.
+ * The builders at the end are the only way Herald makes a frame; a test validates every frame the test suite
+ * receives against these schemas.
  */
 
-export const Channel = Type.String({ pattern: CHANNEL_PATTERN, description: 'Channel name: 1–128 of A-Z a-z 0-9 _ - . : @' })
-export const FrameId = Type.String({ minLength: 1, maxLength: 128, description: 'Client-chosen id; the frame is answered by an `ack` or `error` with the same id. On `publish` it is also the idempotency key.' })
-export const Position = Type.Object({
-  offset: Type.Integer({ minimum: 0, description: 'Last offset seen' }),
-  epoch: Type.String({ minLength: 1, maxLength: 64, description: 'Epoch that offset belongs to' })
-}, { additionalProperties: false })
-export const EventName = Type.String({ minLength: 1, maxLength: 128 })
-
-// ---- client -> server ----
-
-export const SubscribeFrame = Type.Object({
-  type: Type.Literal('subscribe'),
-  channel: Channel,
-  since: Type.Optional(Position),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const UnsubscribeFrame = Type.Object({
-  type: Type.Literal('unsubscribe'),
-  channel: Channel,
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const PublishFrame = Type.Object({
-  type: Type.Literal('publish'),
-  channel: Channel,
-  data: Type.Unknown({ description: 'Any JSON value' }),
-  event: Type.Optional(EventName),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false, required: ['type', 'channel', 'data'] })
-
-export const PingFrame = Type.Object({
-  type: Type.Literal('ping'),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const PresenceFrame = Type.Object({
-  type: Type.Literal('presence'),
-  channel: Channel,
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const RefreshFrame = Type.Object({
-  type: Type.Literal('refresh'),
-  token: Type.String({ minLength: 1, maxLength: 16384, description: 'A new JWT for the same `sub`' }),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame, presence: PresenceFrame, refresh: RefreshFrame }
-export type ClientFrameType = keyof typeof ClientFrames
-export type SubscribeFrame = Static<typeof SubscribeFrame>
-export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
-export type PublishFrame = Static<typeof PublishFrame>
-export type PingFrame = Static<typeof PingFrame>
-export type PresenceFrame = Static<typeof PresenceFrame>
-export type RefreshFrame = Static<typeof RefreshFrame>
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame | PresenceFrame | RefreshFrame
-
-export const clientFrameCheckers = Object.fromEntries(
-  Object.entries(ClientFrames).map(([type, schema]) => [type, Compile(schema as TSchema)])
-) as Record<ClientFrameType, ReturnType<typeof Compile>>
-
-// ---- server -> client ----
+/** Why a resume could not be honoured. */
+export const RecoveryFailure = Type.Union([Type.Literal('epoch_changed'), Type.Literal('history_trimmed'), Type.Literal('offset_ahead')])
+export type RecoveryFailure = Static<typeof RecoveryFailure>
 
 export const ConnectedFrame = Type.Object({
   type: Type.Literal('connected'),
@@ -84,7 +26,7 @@ export const SubscribedFrame = Type.Object({
   offset: Type.Integer({ description: 'Position the subscription continues from' }),
   epoch: Type.String(),
   recovered: Type.Optional(Type.Boolean({ description: 'Present when the subscribe had `since`: true if every event after it follows' })),
-  reason: Type.Optional(Type.Union([Type.Literal('epoch_changed'), Type.Literal('history_trimmed'), Type.Literal('offset_ahead')])),
+  reason: Type.Optional(RecoveryFailure),
   replayed: Type.Integer({ description: 'Events replayed from history right after this frame' })
 })
 
@@ -111,7 +53,8 @@ export const AckFrame = Type.Object({
   channel: Type.Optional(Channel),
   offset: Type.Optional(Type.Integer({ description: 'For a publish: the stored offset' })),
   epoch: Type.Optional(Type.String()),
-  duplicate: Type.Optional(Type.Boolean({ description: 'For a publish: the id had been used; this is the first result' }))
+  duplicate: Type.Optional(Type.Boolean({ description: 'For a publish: the id had been used; this is the first result' })),
+  exp: Type.Optional(Type.Integer({ description: 'For a refresh: the new token\'s expiry (seconds since 1970), when it has one' }))
 })
 
 export const ErrorFrame = Type.Object({
@@ -127,7 +70,7 @@ export const PongFrame = Type.Object({
   id: Type.Optional(FrameId)
 })
 
-const Member = Type.Object({
+export const Member = Type.Object({
   sub: Type.String(),
   info: Type.Optional(Type.Unknown()),
   connections: Type.Array(Type.Object({ client: Type.String(), connectedAt: Type.Integer() }))
@@ -178,4 +121,38 @@ export const ServerFrames = {
   presence: PresenceReplyFrame,
   presence_diff: PresenceDiffFrame,
   presence_count: PresenceCountFrame
+}
+
+export type ServerFrameType = keyof typeof ServerFrames
+type Body<K extends ServerFrameType> = Omit<Static<(typeof ServerFrames)[K]>, 'type'>
+type Member = Static<typeof Member>
+
+/** The builders: one per frame type, typed by its schema. */
+export const frame = {
+  connected: (body: Body<'connected'>): string => JSON.stringify({ type: 'connected', ...body }),
+  subscribed: (body: Body<'subscribed'>): string => JSON.stringify({ type: 'subscribed', ...body }),
+  unsubscribed: (channel: string, reason: string, resubscribe?: true): string =>
+    JSON.stringify(resubscribe === true ? { type: 'unsubscribed', channel, reason, resubscribe } : { type: 'unsubscribed', channel, reason }),
+  ack: (id: string, body: Omit<Body<'ack'>, 'id'> = {}): string => JSON.stringify({ type: 'ack', id, ...body }),
+  error: (err: { code: string, message: string }, id?: string, channel?: string): string =>
+    JSON.stringify({ type: 'error', code: err.code, message: err.message, id, channel }),
+  pong: (id?: string): string => JSON.stringify({ type: 'pong', id }),
+  presence: (channel: string, id: string | undefined, body: { members: Member[], count: { members: number, connections: number } }): string =>
+    JSON.stringify({ type: 'presence', channel, id, ...body }),
+  presenceDiff: (channel: string, joins: Body<'presence_diff'>['joins'], leaves: Body<'presence_diff'>['leaves']): string =>
+    JSON.stringify({ type: 'presence_diff', channel, joins, leaves }),
+  presenceCount: (channel: string, count: { members: number, connections: number }): string =>
+    JSON.stringify({ type: 'presence_count', channel, ...count }),
+  /** SSE only: the last message before the stream ends; `reconnect` follows from the code's range. */
+  disconnect: (code: number, reason: string): string => JSON.stringify({ type: 'disconnect', code, reason, reconnect: shouldReconnect(code) }),
+  /**
+   * The `event` frame in two halves, for the hot path: the tail (`,"ts":…,"event"?:…,"data":…}`) does not depend
+   * on the offset and is serialised once on the publishing node; the bus prepends the head when it assigns the
+   * offset. The Redis bus builds the same head in Lua (bus/broker-redis.ts); the broker contract suite holds the
+   * two equal.
+   */
+  eventHead: (channelJson: string, offset: number, epoch: string): string =>
+    '{"type":"event","channel":' + channelJson + ',"offset":' + offset + ',"epoch":"' + epoch + '"',
+  eventTail: (ts: number, event: string | undefined, data: unknown): string =>
+    ',"ts":' + ts + (event === undefined ? '' : ',"event":' + JSON.stringify(event)) + ',"data":' + JSON.stringify(data) + '}'
 }

@@ -1,6 +1,6 @@
 import { Errors, type HeraldError } from '../errors.js'
 import { isValidChannel } from './channel.js'
-import { type ClientFrame, type ClientFrameType, clientFrameCheckers } from './frames.js'
+import { type ClientFrame, type ClientFrameType, clientFrameCheckers } from './client-frames.js'
 import { MAX_JSON_DEPTH, describe, nestedDeeperThan } from './json.js'
 
 export type ParsedFrame = { ok: true, frame: ClientFrame } | { ok: false, error: HeraldError, id?: string, channel?: string }

@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/permissions.js'
-import type { HeraldContext } from '../context.js'
+import type { Namespaces } from '../namespaces.js'
 import { can } from '../auth/permissions.js'
 import { isValidChannel } from '../protocol/channel.js'
 import { type Cursor, decodeCursor } from '../protocol/cursor.js'
@@ -16,13 +16,13 @@ export interface StreamRequest {
  * The channels and resume cursor of an SSE or long-poll request, checked in the same order on both:
  * names, count, permission for each, then the cursor. Throws the HERALD_ERR_* to answer with.
  */
-export function parseStreamRequest (ctx: HeraldContext, principal: Principal, channelParam: string | string[] | undefined, cursorText: string | undefined): StreamRequest {
+export function parseStreamRequest (limits: { maxSubscriptions: number, namespaces: Namespaces }, principal: Principal, channelParam: string | string[] | undefined, cursorText: string | undefined): StreamRequest {
   const channels = [...new Set(channelParam === undefined ? [] : Array.isArray(channelParam) ? channelParam : [channelParam])]
   if (channels.length === 0) throw new Errors.VALIDATION('at least one "channel" query parameter is required')
-  if (channels.length > ctx.config.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(ctx.config.maxSubscriptions)
+  if (channels.length > limits.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(limits.maxSubscriptions)
   for (const channel of channels) if (!isValidChannel(channel)) throw new Errors.BAD_CHANNEL(describe(channel))
   for (const channel of channels) if (!can(principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
-  for (const channel of channels) ctx.channelOptions(channel)
+  for (const channel of channels) limits.namespaces.require(channel)
   const cursor: Cursor = new Map()
   if (cursorText !== undefined && cursorText !== '') {
     const decoded = decodeCursor(cursorText)

@@ -1,49 +1,32 @@
 import type { Publication } from '../bus/broker.js'
-import type { HeraldError } from '../errors.js'
-import { errorBody } from '../errors.js'
+import type { SubscribeResult } from '../hub/sink.js'
+import type { TransportName } from '../protocol/transports.js'
 
-/** The frame's bytes, encoded once per publication and shared by every socket that writes it. */
-export function frameBytes (pub: Publication): Buffer {
-  let bytes = pub.bytes
-  if (bytes === undefined) {
-    bytes = Buffer.from(pub.frame)
-    pub.bytes = bytes
-  }
-  return bytes
-}
+/** Deliveries per transport, counted by the transports as events reach clients (Metrics.delivered). */
+export type DeliveryCounts = Record<TransportName, number>
 
 /**
- * The publication as one complete WebSocket text frame — FIN + opcode 1, unmasked (server to client), the
- * payload length, then the bytes — built once and written as is to every socket that has no extension
- * negotiated (see WsSession.writeEvent). RFC 6455 §5.2.
+ * What differs between WebSocket, SSE and long-poll: how bytes leave and how a connection ends. Everything else —
+ * the principal and its expiry, subscriptions and positions, client commands, limits, backpressure, presence,
+ * close reasons — is the Session's, whatever the transport (session/session.ts). One adapter per file: ws.ts,
+ * sse.ts, long-poll.ts. Every call comes from the session, through its outbox, in the order the client must see.
  */
-export function wireFrame (pub: Publication): Buffer {
-  let wire = pub.wire
-  if (wire === undefined) {
-    const bytes = frameBytes(pub)
-    const len = bytes.length
-    const headerLength = len < 126 ? 2 : len < 65536 ? 4 : 10
-    wire = Buffer.allocUnsafe(headerLength + len)
-    wire[0] = 0x81
-    if (len < 126) {
-      wire[1] = len
-    } else if (len < 65536) {
-      wire[1] = 126
-      wire.writeUInt16BE(len, 2)
-    } else {
-      wire[1] = 127
-      wire.writeUInt32BE(Math.floor(len / 2 ** 32), 2)
-      wire.writeUInt32BE(len >>> 0, 6)
-    }
-    bytes.copy(wire, headerLength)
-    pub.wire = wire
-  }
-  return wire
+export interface Transport {
+  readonly name: TransportName
+  /**
+   * Client commands arrive over the connection itself (WebSocket). A one-way transport (SSE, long-poll) gets
+   * them by other routes, carries a cursor with its frames, and cannot resubscribe one channel: a channel the
+   * session cannot continue ends the whole connection, and the client resumes it from its cursor.
+   */
+  readonly bidirectional: boolean
+  /** Bytes written and not yet sent: what counts against MAX_BUFFER_BYTES. */
+  buffered: () => number
+  /** One server frame, already serialised (protocol/frames.ts). */
+  send: (frame: string) => void
+  /** A subscription is ready: `frame` is its `subscribed` frame, sent after the session's cursor moved to it. */
+  subscribed: (frame: string, result: SubscribeResult) => void
+  /** One event, sent after the session's cursor moved past it (and counted as delivered when it reaches a client). */
+  event: (pub: Publication) => void
+  /** Ends the connection with a close code of protocol/codes.ts, telling the peer as its transport allows. */
+  close: (code: number, reason: string) => void
 }
-
-/** An `error` frame for a HERALD_ERR_*, optionally correlated to the client frame that caused it. */
-export function errorFrame (err: HeraldError, id?: string, channel?: string): string {
-  return JSON.stringify({ type: 'error', code: err.code, message: err.message, id, channel })
-}
-
-export { errorBody }

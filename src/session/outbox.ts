@@ -1,11 +1,14 @@
 import type { Publication } from '../bus/broker.js'
 import type { NamespaceOptions } from '../namespaces.js'
+import type { SubscribeResult } from '../hub/sink.js'
 
-/** What an outbox writes to: a WebSocket or an SSE response. */
+/** What an outbox writes to: a session, and through it its transport. */
 export interface OutboxTarget {
-  /** Bytes handed to the socket and not yet sent. */
+  /** Bytes handed to the connection and not yet sent. */
   buffered: () => number
-  write: (pub: Publication) => void
+  writeEvent: (pub: Publication) => void
+  /** A control frame (ack, error, pong, presence, subscribed…); `result` when it is a `subscribed` frame. */
+  writeFrame: (frame: string, result?: SubscribeResult) => void
   /** `disconnect` policy: the bound was passed; close the connection (the client resumes from history). */
   evict: () => void
   /** `drop-oldest` / `coalesce` overflow: events of `channel` were dropped; tell the client to resume it. */
@@ -13,10 +16,11 @@ export interface OutboxTarget {
 }
 
 /**
- * A waiting event. `held`: part of a resume's replay (or a `disconnect`-policy event queued behind one): it waits
- * for the socket to drain and is never dropped for the bound, since the client asked for that burst.
+ * A waiting event (`pub`) or control frame (`frame`). `held`: never dropped for the bound — part of a resume's
+ * replay (the client asked for that burst), a control frame (an answer), or a `disconnect`-policy event queued
+ * behind one of those: it waits for the socket to drain.
  */
-interface Slot { pub: Publication, bytes: number, key?: string, dead: boolean, held: boolean, replay: boolean }
+interface Slot { pub?: Publication, frame?: string, result?: SubscribeResult, channel?: string, bytes: number, key?: string, dead: boolean, held: boolean, replay: boolean }
 
 const FLUSH_MS = 10
 const keys = new WeakMap<Publication, string | null>()
@@ -49,6 +53,10 @@ function coalesceKeyOf (pub: Publication, field: string): string | null {
  * A resume's replay (`push(…, true)`) is a burst the client asked for, not a sign that it is slow: it waits here
  * and goes out as the socket drains, whatever the policy (its bytes are already in memory: the history read).
  * Only live events count against the bound.
+ *
+ * Control frames (`control`) — acks, errors, pongs, presence replies — are answers: never dropped, never
+ * reordered with the events around them, and counted against the bound like live events, so a client that sends
+ * requests and never reads the answers is evicted rather than growing this process's memory.
  */
 export class Outbox {
   private queue: Slot[] = []
@@ -69,23 +77,18 @@ export class Outbox {
   push (pub: Publication, ns: NamespaceOptions | undefined, replay = false): void {
     const policy = ns?.backpressure ?? 'disconnect'
     // A replay that fits goes out at once, as live events do; only the part past the bound waits.
-    if (replay && this.queue.length === 0 && this.target.buffered() <= this.maxBytes) { this.target.write(pub); return }
+    if (replay && this.queue.length === 0 && this.target.buffered() <= this.maxBytes) { this.target.writeEvent(pub); return }
     if (replay || (policy === 'disconnect' && this.held > 0)) {
       // Behind a replay, a live event waits its turn; the client is slow only if these pile up past the bound.
-      if (!replay && this.target.buffered() + this.heldLiveBytes > this.maxBytes) { this.target.evict(); return }
-      const bytes = pub.frame.length
-      this.queue.push({ pub, bytes, dead: false, held: true, replay })
-      this.held++
-      if (!replay) this.heldLiveBytes += bytes
-      this.schedule()
+      this.hold({ pub, channel: pub.channel, bytes: pub.frame.length, dead: false, held: true, replay })
       return
     }
     if (policy === 'disconnect') {
       if (this.target.buffered() > this.maxBytes) { this.target.evict(); return }
-      this.target.write(pub)
+      this.target.writeEvent(pub)
       return
     }
-    if (this.queue.length === 0 && this.target.buffered() < this.maxBytes / 2) { this.target.write(pub); return }
+    if (this.queue.length === 0 && this.target.buffered() < this.maxBytes / 2) { this.target.writeEvent(pub); return }
     const bytes = pub.frame.length
     const key = policy === 'coalesce' && ns?.coalesceKey !== undefined ? coalesceKeyOf(pub, ns.coalesceKey) : null
     const existing = key === null ? undefined : this.byKey?.get(key)
@@ -94,22 +97,32 @@ export class Outbox {
       this.forget(existing)
       this.queue.splice(this.queue.indexOf(existing), 1)
     }
-    const slot: Slot = { pub, bytes, key: key ?? undefined, dead: false, held: false, replay: false }
+    const slot: Slot = { pub, channel: pub.channel, bytes, key: key ?? undefined, dead: false, held: false, replay: false }
     this.queue.push(slot)
     this.queuedBytes += bytes
     if (key !== null) (this.byKey ??= new Map()).set(key, slot)
     while (this.queuedBytes > this.maxBytes / 2) {
       const oldest = this.queue.find((s) => !s.held)
       if (oldest === undefined) break
-      this.dropChannel(oldest.pub.channel)
+      this.dropChannel(oldest.channel!)
     }
     this.schedule()
+  }
+
+  /** Sends a control frame now, or after the events already waiting; evicts a client that lets them pile up. */
+  control (frame: string, result?: SubscribeResult): void {
+    if (this.queue.length === 0) {
+      if (this.target.buffered() > this.maxBytes) { this.target.evict(); return }
+      this.target.writeFrame(frame, result)
+      return
+    }
+    this.hold({ frame, result, bytes: frame.length, dead: false, held: true, replay: false })
   }
 
   /** Forgets the queued events of a channel the client no longer receives (unsubscribed). */
   discard (channel: string): void {
     this.queue = this.queue.filter((slot) => {
-      if (slot.pub.channel !== channel) return true
+      if (slot.pub === undefined || slot.channel !== channel) return true
       this.forget(slot)
       return false
     })
@@ -123,6 +136,15 @@ export class Outbox {
     this.queuedBytes = 0
     this.held = 0
     this.heldLiveBytes = 0
+  }
+
+  /** Queues a slot that is never dropped; a live one counts against the bound (past it, the client is evicted). */
+  private hold (slot: Slot): void {
+    if (!slot.replay && this.target.buffered() + this.heldLiveBytes > this.maxBytes) { this.target.evict(); return }
+    this.queue.push(slot)
+    this.held++
+    if (!slot.replay) this.heldLiveBytes += slot.bytes
+    this.schedule()
   }
 
   /** Drops every queued event of a channel (they follow a gap now) and tells the target. */
@@ -153,7 +175,8 @@ export class Outbox {
     while (i < this.queue.length && this.target.buffered() < this.maxBytes / 2) {
       const slot = this.queue[i++]
       this.forget(slot)
-      this.target.write(slot.pub)
+      if (slot.pub !== undefined) this.target.writeEvent(slot.pub)
+      else this.target.writeFrame(slot.frame!, slot.result)
     }
     this.queue = this.queue.slice(i)
     this.schedule()

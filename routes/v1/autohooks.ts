@@ -1,0 +1,38 @@
+import type { FastifyInstance } from 'fastify'
+import rateLimit from '../../src/plugins/rate-limit.js'
+import { Errors } from '../../src/errors.js'
+
+/** How a /v1 route admits a request (route `config.admission`). */
+export type Admission =
+  /** REST: a token (rate-limited per subject). */
+  | 'rest'
+  /** A long-poll: a token, not while draining, under the connection limits (a waiting poll is a connection). */
+  | 'poll'
+  /** A connection (SSE; WebSocket upgrades): a token, not while draining, an allowed Origin, under the connection limits. */
+  | 'connection'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    admission?: Admission
+    /** The route answers only WebSocket upgrades; a plain GET goes to its handler (426) without admission. */
+    upgradeOnly?: boolean
+  }
+}
+
+/**
+ * Shared by every /v1 route: authentication in `onRequest`, before any body is read, any upgrade is done or any
+ * stream starts; then REST rate limits (connection routes opt out: they have connection limits instead).
+ */
+export default async function v1Hooks (fastify: FastifyInstance): Promise<void> {
+  const sessions = fastify.heraldSessions
+  fastify.addHook('onRequest', async (request) => {
+    const admission = request.routeOptions.config.admission ?? 'rest'
+    if (admission === 'rest') { await fastify.authenticate(request); return }
+    // A plain GET of the WebSocket route is answered 426 by its handler, without a token.
+    if (request.routeOptions.config.upgradeOnly === true && !request.ws) return
+    if (sessions.draining) throw new Errors.DRAINING()
+    if (admission === 'connection') sessions.checkOrigin(request.headers.origin)
+    sessions.admit(await fastify.authenticate(request))
+  })
+  await fastify.register(rateLimit)
+}

@@ -1,0 +1,68 @@
+import Type, { type Static, type TSchema } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { CHANNEL_PATTERN } from './channel.js'
+
+/**
+ * Client -> server frames of the WebSocket protocol (docs/protocol.md; its tables are checked against these
+ * schemas). Every frame is one JSON object with a `type`. Server frames: frames.ts.
+ */
+
+export const Channel = Type.String({ pattern: CHANNEL_PATTERN, description: 'Channel name: 1–128 of A-Z a-z 0-9 _ - . : @' })
+export const FrameId = Type.String({ minLength: 1, maxLength: 128, description: 'Client-chosen id; the frame is answered by an `ack` or `error` with the same id. On `publish` it is also the idempotency key.' })
+export const Position = Type.Object({
+  offset: Type.Integer({ minimum: 0, description: 'Last offset seen' }),
+  epoch: Type.String({ minLength: 1, maxLength: 64, description: 'Epoch that offset belongs to' })
+}, { additionalProperties: false })
+export const EventName = Type.String({ minLength: 1, maxLength: 128 })
+
+export const SubscribeFrame = Type.Object({
+  type: Type.Literal('subscribe'),
+  channel: Channel,
+  since: Type.Optional(Position),
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const UnsubscribeFrame = Type.Object({
+  type: Type.Literal('unsubscribe'),
+  channel: Channel,
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const PublishFrame = Type.Object({
+  type: Type.Literal('publish'),
+  channel: Channel,
+  data: Type.Unknown({ description: 'Any JSON value' }),
+  event: Type.Optional(EventName),
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false, required: ['type', 'channel', 'data'] })
+
+export const PingFrame = Type.Object({
+  type: Type.Literal('ping'),
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const PresenceFrame = Type.Object({
+  type: Type.Literal('presence'),
+  channel: Channel,
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const RefreshFrame = Type.Object({
+  type: Type.Literal('refresh'),
+  token: Type.String({ minLength: 1, maxLength: 16384, description: 'A new JWT for the same `sub`' }),
+  id: Type.Optional(FrameId)
+}, { additionalProperties: false })
+
+export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame, presence: PresenceFrame, refresh: RefreshFrame }
+export type ClientFrameType = keyof typeof ClientFrames
+export type SubscribeFrame = Static<typeof SubscribeFrame>
+export type UnsubscribeFrame = Static<typeof UnsubscribeFrame>
+export type PublishFrame = Static<typeof PublishFrame>
+export type PingFrame = Static<typeof PingFrame>
+export type PresenceFrame = Static<typeof PresenceFrame>
+export type RefreshFrame = Static<typeof RefreshFrame>
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame | PresenceFrame | RefreshFrame
+
+export const clientFrameCheckers = Object.fromEntries(
+  Object.entries(ClientFrames).map(([type, schema]) => [type, Compile(schema as TSchema)])
+) as Record<ClientFrameType, ReturnType<typeof Compile>>

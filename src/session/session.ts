@@ -1,0 +1,229 @@
+import type { Logger } from 'pino'
+import type { Publication } from '../bus/broker.js'
+import type { Hub } from '../hub/hub.js'
+import type { RecoveryFailure, Sink, SubscribeResult } from '../hub/sink.js'
+import type { Metrics } from '../metrics.js'
+import type { NamespaceOptions, Namespaces } from '../namespaces.js'
+import type { PresenceMember } from '../presence/presence.js'
+import type { Transport } from '../transports/transport.js'
+import type { Connection, SessionRegistry } from './registry.js'
+import type { TransportName } from '../protocol/transports.js'
+import { type Principal, can } from '../auth/permissions.js'
+import { StreamCursor, type StreamPosition } from '../protocol/cursor.js'
+import { CloseCodes } from '../protocol/codes.js'
+import { frame } from '../protocol/frames.js'
+import { Errors, asHeraldError, isHeraldError } from '../errors.js'
+import { Outbox, type OutboxTarget } from './outbox.js'
+
+/** What every session needs, built once per Herald instance (session/sessions.ts). */
+export interface SessionServices {
+  hub: Hub
+  registry: SessionRegistry
+  namespaces: Namespaces
+  metrics: Metrics
+  log: Logger
+  maxBufferBytes: number
+  maxSubscriptions: number
+}
+
+export interface SessionOptions {
+  /** false: never a presence member. */
+  presence?: boolean
+  /** Log opening and closing at debug level only. */
+  quiet?: boolean
+  /** false: not a connection of the registry (a long-poll session: its waiting polls are the connections). */
+  connection?: boolean
+}
+
+interface SubState { active: boolean, ns: NamespaceOptions | undefined }
+
+/** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
+const MAX_TIMER_MS = 0x7fffffff
+
+/**
+ * One client connection, whatever its transport: who it is (the principal, until its token expires), what it is
+ * subscribed to and where each stream stands, the frames on their way out (all through one bounded outbox: events,
+ * acks, errors, pongs, presence), its presence membership and why it ended. The hub delivers to it as a Sink; the
+ * transport (transports/transport.ts) only moves its bytes. Client commands, for transports that carry them, are
+ * handled by session/commands.ts on top of this.
+ */
+export class Session implements Sink, Connection, OutboxTarget {
+  readonly id: string
+  readonly openedAt = Date.now()
+  /** Where a one-way transport's stream stands per channel: SSE ids and long-poll cursors carry it. */
+  readonly cursor = new StreamCursor()
+  private readonly subs = new Map<string, SubState>()
+  private readonly outbox: Outbox
+  private expiry?: NodeJS.Timeout
+  private presenceMember?: PresenceMember
+  private ended = false
+  private readonly present: boolean
+  private readonly logLevel: 'info' | 'debug'
+
+  /** See SessionOptions: long-poll sessions, shared by whoever polls from their cursor, turn all three off. */
+  constructor (private readonly services: SessionServices, readonly transport: Transport, public principal: Principal, options: SessionOptions = {}) {
+    this.present = options.presence ?? true
+    this.logLevel = options.quiet === true ? 'debug' : 'info'
+    this.id = services.registry.newId()
+    this.outbox = new Outbox(this, services.maxBufferBytes)
+    this.scheduleExpiry()
+    if (options.connection !== false) services.registry.add(this)
+  }
+
+  get transportName (): TransportName { return this.transport.name }
+  get sub (): string { return this.principal.sub }
+  get closed (): boolean { return this.ended }
+  get subscriptionCount (): number { return this.subs.size }
+
+  /** Who this connection is in presence, built on first use (most connections never need it). */
+  get member (): PresenceMember | undefined {
+    if (!this.present) return undefined
+    this.presenceMember ??= { sub: this.principal.sub, client: this.id, connectedAt: this.openedAt, info: this.principal.info }
+    return this.presenceMember
+  }
+
+  isSubscribed (channel: string): boolean { return this.subs.has(channel) }
+
+  // ---- subscriptions ----
+
+  /**
+   * Subscribes one channel: permission, namespace and the subscription cap are checked at once (throwing the
+   * HERALD_ERR_* to answer with), then the hub replays from `since` (if given) and goes live.
+   */
+  subscribe (channel: string, since?: StreamPosition): Promise<SubscribeResult> {
+    if (!can(this.principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
+    const ns = this.services.namespaces.require(channel)
+    if (this.subs.has(channel)) throw new Errors.ALREADY_SUBSCRIBED(channel)
+    if (this.subs.size >= this.services.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(this.services.maxSubscriptions)
+    const state: SubState = { active: false, ns }
+    this.subs.set(channel, state)
+    return this.services.hub.subscribe(this, channel, since).catch((err: unknown) => {
+      if (this.subs.get(channel) === state) this.subs.delete(channel)
+      throw err
+    })
+  }
+
+  /** Ends a subscription, telling the client why (`client`, `forbidden`, …); false when there was none. */
+  unsubscribe (channel: string, reason: string): boolean {
+    if (!this.subs.delete(channel)) return false
+    this.services.hub.unsubscribe(this, channel)
+    this.outbox.discard(channel)
+    this.send(frame.unsubscribed(channel, reason))
+    return true
+  }
+
+  /** A new token for the same subject: the connection lives to its expiry, and keeps only what it still allows. */
+  reauthorize (principal: Principal): void {
+    this.principal = principal
+    this.scheduleExpiry()
+    for (const channel of [...this.subs.keys()]) if (!can(principal, 'subscribe', channel)) this.unsubscribe(channel, 'forbidden')
+  }
+
+  /** Sends a control frame (ack, error, pong, presence reply) through the outbox, after the events before it. */
+  send (text: string): void {
+    if (!this.ended) this.outbox.control(text)
+  }
+
+  /** Answers a failed request with an `error` frame; anything but a HERALD_ERR_* is logged as the bug it is. */
+  fail (err: unknown, id?: string, channel?: string): void {
+    const herr = asHeraldError(err)
+    if (!isHeraldError(err)) this.services.log.error({ err, client: this.id }, 'request failed')
+    this.services.metrics.errors.inc({ code: herr.code })
+    this.send(frame.error(herr, id, channel))
+  }
+
+  // ---- Sink (the hub) ----
+
+  subscribed (result: SubscribeResult): void {
+    // Closed or unsubscribed while the hub was still setting the subscription up: undo it.
+    const state = this.subs.get(result.channel)
+    if (this.ended || state === undefined) { this.services.hub.unsubscribe(this, result.channel); return }
+    state.active = true
+    this.outbox.control(frame.subscribed(result), result)
+  }
+
+  deliver (pub: Publication, replay = false): void {
+    const state = this.subs.get(pub.channel)
+    // Backpressure: a client that does not read must not grow this process's memory without bound.
+    if (!this.ended && state !== undefined) this.outbox.push(pub, state.ns, replay)
+  }
+
+  notify (channel: string, text: string): void {
+    if (!this.ended && this.subs.get(channel)?.active === true) this.outbox.control(text)
+  }
+
+  lost (channel: string, reason: RecoveryFailure): void {
+    if (this.ended || !this.subs.delete(channel)) return
+    this.outbox.discard(channel)
+    this.send(frame.unsubscribed(channel, 'insufficient_state: ' + reason, true))
+    // A one-way stream cannot resubscribe one channel: end it; the reconnect resumes from its cursor.
+    if (!this.transport.bidirectional) this.close(CloseCodes.INSUFFICIENT_STATE, 'insufficient state')
+  }
+
+  // ---- OutboxTarget ----
+
+  buffered (): number { return this.transport.buffered() }
+
+  writeEvent (pub: Publication): void {
+    if (this.ended) return
+    if (!this.transport.bidirectional) this.cursor.advance(pub.channel, pub.offset, pub.epoch)
+    this.transport.event(pub)
+  }
+
+  writeFrame (text: string, result?: SubscribeResult): void {
+    if (this.ended) return
+    if (result === undefined) { this.transport.send(text); return }
+    this.cursor.set(result.channel, result)
+    this.transport.subscribed(text, result)
+  }
+
+  evict (): void {
+    this.services.metrics.evictions.inc({ transport: this.transport.name, reason: 'disconnect' })
+    this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: reconnect and resume from your last positions')
+  }
+
+  dropped (channel: string): void {
+    this.services.metrics.evictions.inc({ transport: this.transport.name, reason: 'dropped' })
+    if (!this.transport.bidirectional) { this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: events dropped; reconnect to resume'); return }
+    if (!this.subs.delete(channel)) return
+    this.services.hub.unsubscribe(this, channel)
+    this.send(frame.unsubscribed(channel, 'insufficient_state: slow_consumer', true))
+  }
+
+  // ---- lifecycle ----
+
+  /** Ends the connection from this side, with a close code the client acts on (protocol/codes.ts). */
+  close (code: number, reason: string): void {
+    if (this.ended) return
+    this.services.log[this.logLevel]({ client: this.id, sub: this.sub, transport: this.transport.name, code, reason, ms: Date.now() - this.openedAt }, 'closing connection')
+    this.cleanup()
+    this.transport.close(code, reason)
+  }
+
+  /** The peer went away (or the transport gave up on it): forget everything. */
+  gone (reason: string): void {
+    if (this.ended) return
+    this.services.log[this.logLevel]({ client: this.id, sub: this.sub, transport: this.transport.name, reason, ms: Date.now() - this.openedAt }, 'connection closed')
+    this.cleanup()
+  }
+
+  /** At the token's expiry, unless a refresh came first, the connection is closed with 4501 (a far expiry in steps). */
+  private scheduleExpiry (): void {
+    clearTimeout(this.expiry)
+    const exp = this.principal.exp
+    if (exp === undefined) return
+    const ms = exp * 1000 - Date.now()
+    this.expiry = ms > MAX_TIMER_MS
+      ? setTimeout(() => this.scheduleExpiry(), MAX_TIMER_MS).unref()
+      : setTimeout(() => this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one'), Math.max(0, ms)).unref()
+  }
+
+  private cleanup (): void {
+    this.ended = true
+    clearTimeout(this.expiry)
+    this.outbox.clear()
+    for (const channel of this.subs.keys()) this.services.hub.unsubscribe(this, channel)
+    this.subs.clear()
+    this.services.registry.delete(this)
+  }
+}

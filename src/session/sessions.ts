@@ -1,0 +1,73 @@
+import type { Principal } from '../auth/permissions.js'
+import type { Transport } from '../transports/transport.js'
+import { CloseCodes } from '../protocol/codes.js'
+import { describe } from '../protocol/json.js'
+import { Errors } from '../errors.js'
+import { Session, type SessionOptions, type SessionServices } from './session.js'
+import { Commands, type CommandServices } from './commands.js'
+import { SessionRegistry } from './registry.js'
+
+export interface AdmissionLimits {
+  maxConnections: number
+  maxConnectionsPerSub: number
+  /** CORS_ORIGINS: browser origins allowed to open a connection, or `*`. */
+  origins: string[] | '*'
+}
+
+/**
+ * The sessions of this node: opens them for the transports' routes, admits new connections (origin, connection
+ * limits, drain) before any upgrade or stream starts, and closes them all on drain.
+ */
+export class Sessions {
+  readonly registry: SessionRegistry
+  /** True once shutdown began: readyz fails, new connections are refused, existing ones are ended. */
+  draining = false
+  private readonly drainListeners: Array<() => void> = []
+
+  constructor (
+    private readonly services: Omit<SessionServices, 'registry'>,
+    private readonly commandServices: CommandServices,
+    private readonly limits: AdmissionLimits,
+    nodeId: string
+  ) {
+    this.registry = new SessionRegistry(nodeId)
+  }
+
+  /** A new session on `transport` for `principal`; see Session for the options. */
+  open (transport: Transport, principal: Principal, options: SessionOptions = {}): Session {
+    return new Session({ ...this.services, registry: this.registry }, transport, principal, options)
+  }
+
+  /** The handler of a two-way session's client frames. */
+  commands (session: Session): Commands { return new Commands(session, this.commandServices) }
+
+  /**
+   * Browsers send `Origin` on WebSocket upgrades and cross-site EventSource requests, and CORS does not cover a
+   * WebSocket: without this check any site could open a socket with a user's `?token=` (cross-site WebSocket
+   * hijacking). Requests without `Origin` come from non-browser clients and pass. Shares CORS_ORIGINS.
+   */
+  checkOrigin (origin: string | undefined): void {
+    const allowed = this.limits.origins
+    if (allowed === '*' || origin === undefined) return
+    if (!allowed.includes(origin)) throw new Errors.ORIGIN_NOT_ALLOWED(describe(origin))
+  }
+
+  /** Refuses a new connection while draining, or over the node's or the subject's connection limit. */
+  admit (principal: Principal): void {
+    if (this.draining) throw new Errors.DRAINING()
+    const { maxConnections, maxConnectionsPerSub } = this.limits
+    if (this.registry.count() >= maxConnections) throw new Errors.TOO_MANY_CONNECTIONS(`${maxConnections} on this node`)
+    if (this.registry.countOf(principal.sub) >= maxConnectionsPerSub) throw new Errors.TOO_MANY_CONNECTIONS(`${maxConnectionsPerSub} for ${principal.sub} on this node`)
+  }
+
+  /** Also called on drain: for state that is not a connection (long-poll sessions between polls). */
+  onDrain (listener: () => void): void { this.drainListeners.push(listener) }
+
+  /** Starts a graceful drain: new connections are refused, open ones are told to reconnect elsewhere (1012). */
+  drain (): void {
+    if (this.draining) return
+    this.draining = true
+    this.registry.closeAll(CloseCodes.SERVICE_RESTART, 'server shutting down; reconnect to another node')
+    for (const listener of this.drainListeners) listener()
+  }
+}
