@@ -1,4 +1,5 @@
 import { isValidChannel } from '../src/protocol/channel.js'
+import { TRANSPORTS } from '../src/protocol/transports.js'
 import { Backoff } from './backoff.js'
 import { Timers, systemClock } from './clock.js'
 import { Connection } from './connection.js'
@@ -18,7 +19,7 @@ import type { FetchLike, OpenInfo, Transport, TransportName, WebSocketConstructo
 
 export type { ClientOptions, PublishOptions, PublishAck, PresenceInfo, HistoryPage, ClientEvents } from './options.js'
 
-const DEFAULT_TRANSPORTS: TransportName[] = ['websocket', 'sse', 'long-poll']
+const DEFAULT_TRANSPORTS: TransportName[] = [...TRANSPORTS]
 
 /**
  * The Herald client: one logical connection over the best transport that works, surviving drops, restarts, token
@@ -166,7 +167,7 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
   /** Who is subscribed to `channel` (the namespace must enable presence). */
   async presence (channel: string): Promise<PresenceInfo> {
     if (this.state === 'closed') throw new HeraldError(ClientErrorCodes.CLOSED, 'the client is closed')
-    if (this.conn.active?.name === 'websocket' && this.conn.open) {
+    if (this.conn.active?.bidirectional === true && this.conn.open) {
       const frame = await this.requests.send<PresenceFrame>({ type: 'presence', channel })
       return { channel: frame.channel, members: frame.members, count: frame.count }
     }
@@ -195,7 +196,7 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
     }
     this.emit('connected', { transport: t.name, ...(info.client !== undefined ? { client: info.client } : {}), ...(info.sub !== undefined ? { sub: info.sub } : {}) })
     if (t !== this.conn.active) return
-    if (t.name === 'websocket') this.subs.subscribeAll()
+    if (t.bidirectional) this.subs.subscribeAll()
     this.tokens.schedule()
     this.conn.scheduleUpgrade()
     this.publisher.flush()
@@ -208,7 +209,7 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
   private async handOver (token: string): Promise<void> {
     const t = this.conn.active
     if (t === undefined || !this.conn.open) return
-    if (t.name !== 'websocket') { t.tokenChanged(); return }
+    if (!t.bidirectional) { t.tokenChanged(); return }
     try {
       await this.requests.send({ type: 'refresh', token })
     } catch (err) {

@@ -32,5 +32,8 @@ export const ClientErrorCodes = {
   NETWORK: 'HERALD_CLIENT_NETWORK'
 } as const
 
-/** Server error codes that may pass: a publish is retried with the same idempotency id, a subscribe later. */
-export const TRANSIENT = new Set(['HERALD_ERR_BUS_UNAVAILABLE', 'HERALD_ERR_RATE_LIMITED', 'HERALD_ERR_DRAINING', 'HERALD_ERR_INTERNAL'])
+/**
+ * Server error codes that may pass: a publish is retried with the same idempotency id, a subscribe later. The
+ * server's own table says which (src/protocol/error-codes.ts, no dependencies), so the two cannot disagree.
+ */
+export { TEMPORARY_CODES as TRANSIENT } from '../src/protocol/error-codes.js'

@@ -74,7 +74,7 @@ export class Publisher {
   flush (): void {
     const t = this.options.link.active
     if (t === undefined || !this.options.link.open || this.options.state() !== 'connected') return
-    if (t.name === 'websocket') {
+    if (t.bidirectional) {
       for (let item = this.queue.shift(); item !== undefined; item = this.queue.shift()) {
         if (item.settled) continue
         this.inflight.set(item.id, item)
@@ -129,7 +129,7 @@ export class Publisher {
     this.restBusy = true
     const { link, state, retryBackoff } = this.options
     try {
-      while (state() === 'connected' && link.open && link.active !== undefined && link.active.name !== 'websocket') {
+      while (state() === 'connected' && link.open && link.active !== undefined && !link.active.bidirectional) {
         const item = this.queue.shift()
         if (item === undefined) break
         if (item.settled) continue
@@ -145,7 +145,7 @@ export class Publisher {
       this.restBusy = false
     }
     // Switched to WebSocket meanwhile: it sends what is left.
-    if (link.active?.name === 'websocket') this.flush()
+    if (link.active?.bidirectional === true) this.flush()
   }
 
   private async restPublish (item: PendingPublish): Promise<'done' | 'retry' | 'token'> {

@@ -15,7 +15,7 @@ export class Requests {
 
   async send<T>(frame: ClientFrame): Promise<T> {
     const t = this.link.active
-    if (t?.name !== 'websocket' || !this.link.open) throw new HeraldError(ClientErrorCodes.DISCONNECTED, 'not connected over WebSocket')
+    if (t?.bidirectional !== true || !this.link.open) throw new HeraldError(ClientErrorCodes.DISCONNECTED, 'not connected over WebSocket')
     const id = this.nextId('r')
     return await new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve, reject })

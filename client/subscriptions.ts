@@ -35,7 +35,7 @@ export class Subscriptions {
     this.subs.set(channel, sub)
     const t = this.options.link.active
     if (t !== undefined) {
-      if (t.name === 'websocket') { if (this.options.link.open) this.sendSubscribe(sub) } else t.subscriptionsChanged({ added: channel })
+      if (t.bidirectional) { if (this.options.link.open) this.sendSubscribe(sub) } else t.subscriptionsChanged({ added: channel })
     }
     return sub
   }
@@ -46,7 +46,7 @@ export class Subscriptions {
     const sent = this.wsSubscribed.delete(sub.channel)
     const t = this.options.link.active
     if (t === undefined) return
-    if (t.name === 'websocket') {
+    if (t.bidirectional) {
       if (this.options.link.open && sent && sub.state !== 'failed') t.send!({ type: 'unsubscribe', channel: sub.channel })
     } else {
       t.subscriptionsChanged({ removed: sub.channel })
@@ -98,7 +98,7 @@ export class Subscriptions {
       sub.handleDisconnect()
       const { link, timers, retryBackoff } = this.options
       const t = link.active
-      if (t?.name === 'websocket') timers.later(() => { if (link.active === t && this.subs.get(channel) === sub) this.sendSubscribe(sub) }, retryBackoff.next())
+      if (t?.bidirectional === true) timers.later(() => { if (link.active === t && this.subs.get(channel) === sub) this.sendSubscribe(sub) }, retryBackoff.next())
       return
     }
     sub.handleFailure(error)
@@ -155,7 +155,7 @@ export class Subscriptions {
 
   private sendSubscribe (sub: Subscription): void {
     const t = this.options.link.active
-    if (t?.name !== 'websocket' || !this.options.link.open || this.wsSubscribed.has(sub.channel) || !sub.active) return
+    if (t?.bidirectional !== true || !this.options.link.open || this.wsSubscribed.has(sub.channel) || !sub.active) return
     this.wsSubscribed.add(sub.channel)
     const id = this.options.nextId('s')
     this.subscribeIds.set(id, sub.channel)

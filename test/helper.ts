@@ -12,6 +12,7 @@ import WebSocket from 'ws'
 import herald, { type HeraldOptions } from '../src/app.js'
 import type { HeraldConfig } from '../src/config.js'
 import { freePort, hasRedis } from '../bench/lib/procs.js'
+import { checkServerFrame, FrameViolation } from './support/frames.js'
 
 export { freePort }
 
@@ -188,7 +189,9 @@ export class WsClient {
 
   private constructor (readonly socket: WebSocket) {
     socket.on('message', (data) => {
-      this.frames.push(JSON.parse(data.toString()) as Frame)
+      const frame = JSON.parse(data.toString()) as Frame
+      checkServerFrame(frame, 'WebSocket')
+      this.frames.push(frame)
       this.wake()
     })
     socket.on('close', (code, reason) => { this.closed = { code, reason: reason.toString() }; this.wake() })
@@ -342,11 +345,18 @@ export class SseClient {
             if (line.startsWith('id: ')) id = line.slice(4)
             else if (line.startsWith('data: ')) data.push(line.slice(6))
           }
-          if (data.length > 0) this.messages.push({ id, data: JSON.parse(data.join('\n')) as Frame })
+          if (data.length > 0) {
+            const frame = JSON.parse(data.join('\n')) as Frame
+            checkServerFrame(frame, 'SSE')
+            this.messages.push({ id, data: frame })
+          }
         }
         this.wake()
       }
-    } catch {}
+    } catch (err) {
+      // A stream that ends is fine; a frame its schema does not allow fails the test (as an unhandled rejection).
+      if (err instanceof FrameViolation) throw err
+    }
     this.ended = true
     this.wake()
   }
@@ -364,7 +374,9 @@ export async function poll (base: string, channels: string[], opts: { token?: st
   if (opts.cursor !== undefined) qs.set('cursor', opts.cursor)
   if (opts.timeout !== undefined) qs.set('timeout', String(opts.timeout))
   const res = await fetch(`${base}/v1/poll?${qs.toString()}`, { headers: { authorization: `Bearer ${opts.token ?? token()}` } })
-  return { status: res.status, body: await res.json() }
+  const body = await res.json() as { events?: unknown[] }
+  if (res.status === 200) for (const event of body.events ?? []) checkServerFrame(event, 'long-poll')
+  return { status: res.status, body }
 }
 
 export async function sleep (ms: number): Promise<void> { await new Promise((resolve) => setTimeout(resolve, ms)) }

@@ -10,6 +10,7 @@ import { type CloseInfo, type Transport, type TransportHost, describe, errorOf, 
  */
 export class LongPollTransport implements Transport {
   readonly name = 'long-poll' as const
+  readonly bidirectional = false
   private generation = 0
   private controller: AbortController | undefined
   private everOpened = false

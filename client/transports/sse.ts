@@ -15,6 +15,7 @@ import { type CloseInfo, type OpenInfo, type Transport, type TransportHost, desc
  */
 export class SseTransport implements Transport {
   readonly name = 'sse' as const
+  readonly bidirectional = false
   private generation = 0
   private controller: AbortController | undefined
   private connectTimer: TimerHandle | undefined

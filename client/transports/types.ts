@@ -1,8 +1,10 @@
 import type { Clock } from '../clock.js'
 import type { Position } from '../cursor.js'
 import type { ClientFrame, PollAnswer, ServerFrame } from '../frames.js'
+import type { TransportName } from '../../src/protocol/transports.js'
 
-export type TransportName = 'websocket' | 'sse' | 'long-poll'
+// The server's own list (src/protocol/transports.ts, no dependencies): one name per transport on both sides.
+export type { TransportName }
 
 /** The subset of the WebSocket API the client uses: the browser's class and the `ws` package's both fit. */
 export interface WebSocketLike {
@@ -69,6 +71,8 @@ export interface TransportSettings {
 
 export interface Transport {
   readonly name: TransportName
+  /** Frames go both ways on this connection (WebSocket): subscribe, publish, presence and refresh travel over it. */
+  readonly bidirectional: boolean
   open: () => void
   /** Ends the transport without calling `closed`. */
   close: () => void

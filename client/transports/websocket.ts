@@ -12,6 +12,7 @@ const noop = (): void => {}
  */
 export class WebSocketTransport implements Transport {
   readonly name = 'websocket' as const
+  readonly bidirectional = true
   private socket: WebSocketLike | undefined
   private isOpen = false
   private done = false

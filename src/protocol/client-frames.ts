@@ -1,4 +1,4 @@
-import Type, { type Static, type TSchema } from 'typebox'
+import Type, { type Static, type TProperties, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { CHANNEL_PATTERN } from './channel.js'
 
@@ -15,43 +15,17 @@ export const Position = Type.Object({
 }, { additionalProperties: false })
 export const EventName = Type.String({ minLength: 1, maxLength: 128 })
 
-export const SubscribeFrame = Type.Object({
-  type: Type.Literal('subscribe'),
-  channel: Channel,
-  since: Type.Optional(Position),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
+/** A client frame: its `type`, its own fields, and the optional `id` every client frame may carry; nothing else. */
+function clientFrame<T extends string, P extends TProperties> (type: T, fields: P, required?: string[]) {
+  return Type.Object({ type: Type.Literal(type), ...fields, id: Type.Optional(FrameId) }, { additionalProperties: false, ...(required === undefined ? {} : { required }) })
+}
 
-export const UnsubscribeFrame = Type.Object({
-  type: Type.Literal('unsubscribe'),
-  channel: Channel,
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const PublishFrame = Type.Object({
-  type: Type.Literal('publish'),
-  channel: Channel,
-  data: Type.Unknown({ description: 'Any JSON value' }),
-  event: Type.Optional(EventName),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false, required: ['type', 'channel', 'data'] })
-
-export const PingFrame = Type.Object({
-  type: Type.Literal('ping'),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const PresenceFrame = Type.Object({
-  type: Type.Literal('presence'),
-  channel: Channel,
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
-
-export const RefreshFrame = Type.Object({
-  type: Type.Literal('refresh'),
-  token: Type.String({ minLength: 1, maxLength: 16384, description: 'A new JWT for the same `sub`' }),
-  id: Type.Optional(FrameId)
-}, { additionalProperties: false })
+export const SubscribeFrame = clientFrame('subscribe', { channel: Channel, since: Type.Optional(Position) })
+export const UnsubscribeFrame = clientFrame('unsubscribe', { channel: Channel })
+export const PublishFrame = clientFrame('publish', { channel: Channel, data: Type.Unknown({ description: 'Any JSON value' }), event: Type.Optional(EventName) }, ['type', 'channel', 'data'])
+export const PingFrame = clientFrame('ping', {})
+export const PresenceFrame = clientFrame('presence', { channel: Channel })
+export const RefreshFrame = clientFrame('refresh', { token: Type.String({ minLength: 1, maxLength: 16384, description: 'A new JWT for the same `sub`' }) })
 
 export const ClientFrames = { subscribe: SubscribeFrame, unsubscribe: UnsubscribeFrame, publish: PublishFrame, ping: PingFrame, presence: PresenceFrame, refresh: RefreshFrame }
 export type ClientFrameType = keyof typeof ClientFrames

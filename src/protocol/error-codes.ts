@@ -1,9 +1,7 @@
 /**
- * Every error Herald answers with: its code, HTTP status and message (`%s` filled in order), and whether it is
- * **temporary** — it may pass by itself, so an HTTP answer carries `Retry-After` and the client retries (a publish
- * with the same idempotency id, a subscribe later). The same code travels as `code` in an HTTP JSON error body and
- * in a WebSocket / SSE `error` frame. No dependencies: the client library imports this table too, and
- * docs/errors.md is checked against it by a test.
+ * Every error Herald answers with: its code, HTTP status and message (`%s` filled in order). The same code travels
+ * as `code` in an HTTP JSON error body and in a WebSocket / SSE `error` frame. No dependencies: the client library
+ * imports this module too, and docs/errors.md is checked against it by a test.
  */
 export const ERROR_TABLE = {
   UNAUTHORIZED: { code: 'HERALD_ERR_UNAUTHORIZED', status: 401, message: 'Missing or invalid token: %s' },
@@ -32,16 +30,21 @@ export const ERROR_TABLE = {
   UNSUPPORTED_MEDIA_TYPE: { code: 'HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', status: 415, message: 'Unsupported content type: %s' },
   TOO_MANY_CONNECTIONS: { code: 'HERALD_ERR_TOO_MANY_CONNECTIONS', status: 429, message: 'Too many connections (%s)' },
   ORIGIN_NOT_ALLOWED: { code: 'HERALD_ERR_ORIGIN_NOT_ALLOWED', status: 403, message: 'Origin %s is not allowed' },
-  RATE_LIMITED: { code: 'HERALD_ERR_RATE_LIMITED', status: 429, message: 'Too many requests, retry in %s', temporary: true },
-  BUS_UNAVAILABLE: { code: 'HERALD_ERR_BUS_UNAVAILABLE', status: 503, message: 'Event bus unavailable: %s', temporary: true },
-  DRAINING: { code: 'HERALD_ERR_DRAINING', status: 503, message: 'Server is shutting down; reconnect to another node', temporary: true },
-  INTERNAL: { code: 'HERALD_ERR_INTERNAL', status: 500, message: 'Internal server error', temporary: true }
+  RATE_LIMITED: { code: 'HERALD_ERR_RATE_LIMITED', status: 429, message: 'Too many requests, retry in %s' },
+  BUS_UNAVAILABLE: { code: 'HERALD_ERR_BUS_UNAVAILABLE', status: 503, message: 'Event bus unavailable: %s' },
+  DRAINING: { code: 'HERALD_ERR_DRAINING', status: 503, message: 'Server is shutting down; reconnect to another node' },
+  INTERNAL: { code: 'HERALD_ERR_INTERNAL', status: 500, message: 'Internal server error' }
 } as const
 
 type Table = typeof ERROR_TABLE
 export type ErrorName = keyof Table
 export type ErrorCode = Table[ErrorName]['code']
 
-/** Codes that may pass by themselves (see above). */
-export const TEMPORARY_CODES: ReadonlySet<string> = new Set(
-  Object.values(ERROR_TABLE).filter((e) => 'temporary' in e && e.temporary).map((e) => e.code))
+/**
+ * The codes that are **temporary**: they may pass by themselves, so an HTTP answer carries `Retry-After` and the
+ * client retries (a publish with the same idempotency id, a subscribe later). A plain list, so that the client
+ * bundle takes it without the table above.
+ */
+export const TEMPORARY_CODES: ReadonlySet<string> = new Set<ErrorCode>([
+  'HERALD_ERR_RATE_LIMITED', 'HERALD_ERR_BUS_UNAVAILABLE', 'HERALD_ERR_DRAINING', 'HERALD_ERR_INTERNAL'
+])

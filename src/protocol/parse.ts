@@ -21,7 +21,7 @@ export function parseClientFrame (text: string): ParsedFrame {
     return { ok: false, error: new Errors.BAD_FRAME('client', 'a frame is a JSON object with a "type"') }
   }
   const obj = value as Record<string, unknown>
-  const id = typeof obj.id === 'string' && obj.id.length <= 128 ? obj.id : undefined
+  const id = typeof obj.id === 'string' && obj.id.length >= 1 && obj.id.length <= 128 ? obj.id : undefined
   const channel = typeof obj.channel === 'string' && isValidChannel(obj.channel) ? obj.channel : undefined
   const type = obj.type
   if (typeof type !== 'string' || !Object.hasOwn(clientFrameCheckers, type)) {
