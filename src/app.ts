@@ -4,7 +4,7 @@ import fastifyAutoload from '@fastify/autoload'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
-import { type HeraldConfig, defaultConfig } from './config.js'
+import { type DeepPartial, type HeraldConfig, defaultConfig } from './config.js'
 import type { Broker } from './bus/broker.js'
 import type { Hub } from './hub/hub.js'
 import type { Metrics } from './metrics.js'
@@ -51,8 +51,8 @@ declare module 'fastify' {
 }
 
 export interface HeraldOptions {
-  /** Settings; anything left out takes the documented default (the environment is not read). */
-  config?: Partial<HeraldConfig>
+  /** Settings; anything left out, at any depth, takes the documented default (the environment is not read). */
+  config?: DeepPartial<HeraldConfig>
   /** Use this bus instead of building one from the config; the caller then owns closing it. */
   broker?: Broker
   /** Use this presence store instead of building one; the caller then owns closing it. */

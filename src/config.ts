@@ -24,6 +24,7 @@ export const EnvSchema = Type.Object({
   HISTORY_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000, description: 'Events kept per channel for history and resume.' }),
   HISTORY_TTL: Type.Integer({ minimum: 1, maximum: 30 * 86400, default: 3600, description: 'Seconds an event stays in history.' }),
   HISTORY_META_TTL: Type.Integer({ minimum: 0, maximum: 365 * 86400, default: 7 * 86400, description: 'Seconds an idle channel keeps its epoch and offset counter (0 = forever). After that it starts a new epoch.' }),
+  HISTORY_MAX_BYTES: Type.Integer({ minimum: 1024 * 1024, maximum: 64 * 1024 * 1024 * 1024, default: 256 * 1024 * 1024, description: 'In-process bus: bytes of history (all channels together) it may hold; past it, the least recently used channels lose their oldest events (a resume from before them is told `history_trimmed`). The Redis bus: bound Redis itself (maxmemory).' }),
   IDEMPOTENCY_TTL: Type.Integer({ minimum: 1, maximum: 86400, default: 300, description: 'Seconds a publish `id` / `Idempotency-Key` is remembered.' }),
   MAX_BODY_BYTES: Type.Integer({ minimum: 256, maximum: 16 * 1024 * 1024, default: 65536, description: 'Largest REST request body.' }),
   MAX_FRAME_BYTES: Type.Integer({ minimum: 256, maximum: 16 * 1024 * 1024, default: 65536, description: 'Largest WebSocket frame a client may send.' }),
@@ -64,7 +65,7 @@ export interface HeraldConfig {
   redisPrefix: string
   jwt: { secret?: string, publicKey?: string, algorithms: string[] }
   corsOrigins: string[] | '*'
-  history: { size: number, ttlSeconds: number, metaTtlSeconds: number, limitMax: number }
+  history: { size: number, ttlSeconds: number, metaTtlSeconds: number, limitMax: number, maxBytes: number }
   idempotencyTtlSeconds: number
   maxBodyBytes: number
   maxFrameBytes: number
@@ -122,43 +123,99 @@ export function checkedJwt (jwt: HeraldConfig['jwt']): HeraldConfig['jwt'] {
   return resolved.jwt
 }
 
+/**
+ * The settings that come straight from one environment variable, by their place in HeraldConfig: configFromEnv
+ * puts each there, and plugin options given there are checked against the same variable's schema (bounds and all).
+ */
+const FIELDS = {
+  redisPrefix: 'REDIS_PREFIX',
+  'history.size': 'HISTORY_SIZE',
+  'history.ttlSeconds': 'HISTORY_TTL',
+  'history.metaTtlSeconds': 'HISTORY_META_TTL',
+  'history.limitMax': 'HISTORY_LIMIT_MAX',
+  'history.maxBytes': 'HISTORY_MAX_BYTES',
+  idempotencyTtlSeconds: 'IDEMPOTENCY_TTL',
+  maxBodyBytes: 'MAX_BODY_BYTES',
+  maxFrameBytes: 'MAX_FRAME_BYTES',
+  maxSubscriptions: 'MAX_SUBSCRIPTIONS',
+  pollTimeoutMax: 'POLL_TIMEOUT_MAX',
+  pollLingerSeconds: 'POLL_LINGER',
+  sseHeartbeatSeconds: 'SSE_HEARTBEAT',
+  wsPingIntervalSeconds: 'WS_PING_INTERVAL',
+  maxBufferBytes: 'MAX_BUFFER_BYTES',
+  drainTimeoutSeconds: 'DRAIN_TIMEOUT',
+  'limits.maxConnections': 'MAX_CONNECTIONS',
+  'limits.maxConnectionsPerSub': 'MAX_CONNECTIONS_PER_SUB',
+  'limits.wsRate': 'WS_RATE',
+  'limits.wsBurst': 'WS_BURST',
+  'limits.restMax': 'RATE_LIMIT_MAX',
+  'limits.restWindowSeconds': 'RATE_LIMIT_WINDOW',
+  'limits.restSyncMs': 'RATE_LIMIT_SYNC_MS',
+  'ws.compression': 'WS_COMPRESSION',
+  'ws.compressionThreshold': 'WS_COMPRESSION_THRESHOLD',
+  'ws.acceptBinary': 'WS_ACCEPT_BINARY',
+  'presence.ttlSeconds': 'PRESENCE_TTL',
+  'presence.batchMs': 'PRESENCE_BATCH_MS'
+} as const satisfies Record<string, keyof Env>
+
+/** Settings of the plugin form that no environment variable maps to, and the shape each must have. */
+const OTHER_FIELDS: Record<string, (v: unknown) => boolean> = {
+  production: (v) => typeof v === 'boolean',
+  devToken: (v) => typeof v === 'boolean',
+  redisUrl: (v) => v === undefined || (typeof v === 'string' && /^rediss?:\/\//.test(v)),
+  jwt: (v) => typeof v === 'object' && v !== null,
+  corsOrigins: (v) => v === '*' || (Array.isArray(v) && v.every((o) => typeof o === 'string')),
+  namespaces: (v) => v === undefined || (typeof v === 'object' && v !== null),
+  namespacesFile: (v) => v === undefined || typeof v === 'string'
+}
+
 export function configFromEnv (env: Env): HeraldConfig {
-  return {
+  const config = {
     production: env.NODE_ENV === 'production',
     devToken: false,
     redisUrl: env.REDIS_URL,
-    redisPrefix: env.REDIS_PREFIX,
     jwt: checkedJwt(jwtOf(env)),
     corsOrigins: env.CORS_ORIGINS.trim() === '*' ? '*' : env.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
-    history: { size: env.HISTORY_SIZE, ttlSeconds: env.HISTORY_TTL, metaTtlSeconds: env.HISTORY_META_TTL, limitMax: env.HISTORY_LIMIT_MAX },
-    idempotencyTtlSeconds: env.IDEMPOTENCY_TTL,
-    maxBodyBytes: env.MAX_BODY_BYTES,
-    maxFrameBytes: env.MAX_FRAME_BYTES,
-    maxSubscriptions: env.MAX_SUBSCRIPTIONS,
-    pollTimeoutMax: env.POLL_TIMEOUT_MAX,
-    pollLingerSeconds: env.POLL_LINGER,
-    sseHeartbeatSeconds: env.SSE_HEARTBEAT,
-    wsPingIntervalSeconds: env.WS_PING_INTERVAL,
-    maxBufferBytes: env.MAX_BUFFER_BYTES,
-    drainTimeoutSeconds: env.DRAIN_TIMEOUT,
-    namespacesFile: env.NAMESPACES_FILE,
-    limits: {
-      maxConnections: env.MAX_CONNECTIONS,
-      maxConnectionsPerSub: env.MAX_CONNECTIONS_PER_SUB,
-      wsRate: env.WS_RATE,
-      wsBurst: env.WS_BURST,
-      restMax: env.RATE_LIMIT_MAX,
-      restWindowSeconds: env.RATE_LIMIT_WINDOW,
-      restSyncMs: env.RATE_LIMIT_SYNC_MS
-    },
-    ws: { compression: env.WS_COMPRESSION, compressionThreshold: env.WS_COMPRESSION_THRESHOLD, acceptBinary: env.WS_ACCEPT_BINARY },
-    presence: { ttlSeconds: env.PRESENCE_TTL, batchMs: env.PRESENCE_BATCH_MS }
-  }
+    namespacesFile: env.NAMESPACES_FILE
+  } as unknown as HeraldConfig
+  for (const [path, key] of Object.entries(FIELDS)) setPath(config, path, env[key])
+  return config
 }
 
-/** Defaults for the plugin form: `register(herald, { config: { ... } })` overrides any of these. */
-export function defaultConfig (overrides: Partial<HeraldConfig> = {}): HeraldConfig {
-  const config = { ...configFromEnv(loadEnv({})), ...overrides }
-  if (overrides.jwt !== undefined) config.jwt = checkedJwt({ ...overrides.jwt, algorithms: overrides.jwt.algorithms ?? defaultAlgorithms(overrides.jwt.publicKey !== undefined) })
+/**
+ * The plugin form: `register(herald, { config: { ... } })`. Anything left out, at any depth, takes its default;
+ * what is given is checked like the environment variable it stands for (a partial `limits` keeps the other
+ * limits; an out-of-range or mistyped value, or an unknown option, is a ConfigError naming it).
+ */
+export function defaultConfig (overrides: DeepPartial<HeraldConfig> = {}): HeraldConfig {
+  const config = configFromEnv(loadEnv({}))
+  const problems: string[] = []
+  const fields = FIELDS as Record<string, keyof Env>
+  const visit = (value: unknown, path: string): void => {
+    if (Object.hasOwn(fields, path)) {
+      const first = Value.Errors(EnvSchema.properties[fields[path]], value)[0]
+      if (first !== undefined) problems.push(`${path}=${JSON.stringify(value)}: ${first.message} (as ${fields[path]})`)
+      else setPath(config, path, value)
+    } else if (Object.hasOwn(OTHER_FIELDS, path)) {
+      if (!OTHER_FIELDS[path](value)) problems.push(`${path}: not a valid value`)
+      else setPath(config, path, value)
+    } else if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(fields).some((f) => f.startsWith(path + '.'))) {
+      for (const [key, inner] of Object.entries(value)) visit(inner, path + '.' + key)
+    } else {
+      problems.push(`${path}: unknown option`)
+    }
+  }
+  for (const [key, value] of Object.entries(overrides)) if (value !== undefined) visit(value, key)
+  if (problems.length > 0) throw new ConfigError(problems)
+  if (overrides.jwt !== undefined) config.jwt = checkedJwt({ ...overrides.jwt, algorithms: overrides.jwt.algorithms ?? defaultAlgorithms(overrides.jwt.publicKey !== undefined) } as HeraldConfig['jwt'])
   return config
+}
+
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends Array<infer _> ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K] }
+
+function setPath (target: object, path: string, value: unknown): void {
+  const keys = path.split('.')
+  let at = target as Record<string, unknown>
+  for (const key of keys.slice(0, -1)) at = (at[key] ??= {}) as Record<string, unknown>
+  at[keys[keys.length - 1]] = value
 }

@@ -404,7 +404,7 @@ test('recovery-failed when history no longer reaches back to the last position; 
   const got = collect(sub)
   const failures: RecoveryFailed[] = []
   sub.on('recovery-failed', (f) => failures.push(f))
-  const first = await subscribed(sub)
+  await subscribed(sub)
   await publishRange(h.url, 'tiny:room', 1, 1)
   await until(() => got.length === 1, 'first event')
   proxy.blocked = true
@@ -417,7 +417,7 @@ test('recovery-failed when history no longer reaches back to the last position; 
   assert.equal(again.recovered, false)
   assert.equal(failures.length, 1)
   assert.equal(failures[0].reason, 'history_trimmed')
-  assert.deepEqual(failures[0].previous, { offset: 1, epoch: first.epoch })
+  assert.deepEqual(failures[0].previous, { offset: 1, epoch: got[0].epoch }, 'the position of the last event it had')
   assert.equal(failures[0].offset, 10)
   await publishRange(h.url, 'tiny:room', 11, 11)
   await until(() => got.length === 2, 'live event after the failed recovery')

@@ -10,7 +10,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import WebSocket from 'ws'
 import herald, { type HeraldOptions } from '../src/app.js'
-import type { HeraldConfig } from '../src/config.js'
+import type { DeepPartial, HeraldConfig } from '../src/config.js'
 import { freePort, hasRedis } from '../bench/lib/procs.js'
 import { checkServerFrame, FrameViolation } from './support/frames.js'
 
@@ -143,9 +143,9 @@ export interface TestApp {
  * A Herald on a real loopback port, closed when the test ends. With `redisUrl` it uses the Redis bus;
  * otherwise the in-process one.
  */
-export async function startHerald (t: TestContext, opts: { redisUrl?: string, config?: Partial<HeraldConfig>, port?: number, options?: HeraldOptions } = {}): Promise<TestApp> {
+export async function startHerald (t: TestContext, opts: { redisUrl?: string, config?: DeepPartial<HeraldConfig>, port?: number, options?: HeraldOptions } = {}): Promise<TestApp> {
   const app = Fastify({ logger: process.env.HERALD_TEST_LOG === '1' ? { level: 'debug' } : false, forceCloseConnections: true, routerOptions: { maxParamLength: 512 } })
-  const config: Partial<HeraldConfig> = {
+  const config: DeepPartial<HeraldConfig> = {
     jwt: { secret: SECRET, algorithms: ['HS256'] },
     redisUrl: opts.redisUrl,
     redisPrefix: 'herald-test',

@@ -9,7 +9,7 @@ import {
   ROOT, SECRET, entryArgs, eachBus, freePort, publish, redisSkipReason, sleep, startHerald, startRedis, token, until, WsClient,
   type Frame
 } from './helper.js'
-import type { HeraldConfig } from '../src/config.js'
+import type { DeepPartial, HeraldConfig } from '../src/config.js'
 import type { NamespacesFile } from '../src/namespaces.js'
 
 // Presence: who is subscribed, cluster-wide, grouped by token `sub`; join/leave diffs; counts; caps; cleanup on
@@ -28,7 +28,7 @@ const NAMESPACES: NamespacesFile = {
   }
 }
 
-function config (extra: Partial<HeraldConfig> = {}): Partial<HeraldConfig> {
+function config (extra: DeepPartial<HeraldConfig> = {}): DeepPartial<HeraldConfig> {
   return { namespaces: NAMESPACES, presence: { ttlSeconds: TTL, batchMs: BATCH_MS }, ...extra }
 }
 

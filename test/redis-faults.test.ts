@@ -11,6 +11,7 @@ import { createServer, connect, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { publish, redisSkipReason, sleep, startHerald, startRedis, token, until, SseClient, WsClient, type Frame } from './helper.js'
 import { EventSource } from 'eventsource'
+import { EMPTY_EPOCH } from '../src/bus/broker.js'
 import { CloseCodes } from '../src/protocol/codes.js'
 import { decodeCursor } from '../src/protocol/cursor.js'
 
@@ -328,22 +329,23 @@ test('Redis crash without persistence: the new epoch is announced, resume says r
   assert.equal(re.reason, 'epoch_changed')
   assert.notEqual(re.epoch, e1)
   assert.equal(re.offset, 0, 'continues from the top of the new (empty) stream')
+  assert.equal(re.epoch, EMPTY_EPOCH, 'the empty position: the next publish starts the stream')
   assert.equal(re.replayed, 0)
-  const e2 = re.epoch
 
   const sse2 = await SseClient.open(url, [ch, quiet], { lastEventId })
   t.after(() => sse2.close())
   await until(() => sse2.messages.filter((m) => m.data.type === 'subscribed').length === 2, 'SSE resubscribed to both channels', 3000)
   const s2 = sse2.messages.find((m) => m.data.type === 'subscribed' && m.data.channel === ch)!
   const q2 = sse2.messages.find((m) => m.data.type === 'subscribed' && m.data.channel === quiet)!
-  assert.equal(q2.data.recovered, false)
-  assert.equal(q2.data.reason, 'epoch_changed')
-  assert.notEqual(q2.data.epoch, quietEpoch)
+  // The quiet channel never had a stream, so Redis lost nothing of it: it resumes, still at the empty position.
+  assert.equal(quietEpoch, EMPTY_EPOCH)
+  assert.equal(q2.data.recovered, true)
+  assert.equal(q2.data.epoch, EMPTY_EPOCH)
   assert.equal(s2.data.recovered, false)
   assert.equal(s2.data.reason, 'epoch_changed')
-  assert.equal(s2.data.epoch, e2)
+  assert.equal(s2.data.epoch, EMPTY_EPOCH)
   assert.equal(s2.data.offset, 0)
-  assert.deepEqual(decodeCursor(sse2.lastEventId!).get(ch), { offset: 0, epoch: e2 }, 'the new id points into the new epoch')
+  assert.deepEqual(decodeCursor(sse2.lastEventId!).get(ch), { offset: 0, epoch: EMPTY_EPOCH }, 'the new id points past the old epoch')
   assert.deepEqual(decodeCursor(sse2.lastEventId!).get(quiet), { offset: 0, epoch: q2.data.epoch })
 
   // The stock EventSource reconnected by itself with its last id and was told the same.
@@ -352,17 +354,20 @@ test('Redis crash without persistence: the new epoch is announced, resume says r
   const esSub = es.messages.slice(esLostAt).find((m) => m.data.type === 'subscribed')!
   assert.equal(esSub.data.recovered, false)
   assert.equal(esSub.data.reason, 'epoch_changed')
-  assert.equal(esSub.data.epoch, e2)
+  assert.equal(esSub.data.epoch, EMPTY_EPOCH)
   assert.equal(es.sentLastEventIds.length >= 2, true)
   assert.deepEqual(decodeCursor(es.sentLastEventIds[es.sentLastEventIds.length - 1]!).get(ch), { offset: 3, epoch: e1 }, 'it resumed from its last event')
 
   // Live delivery continues in the new epoch everywhere.
+  let e2 = ''
   for (let i = 1; i <= 2; i++) {
     const res = await publish(url, ch, { n: 100 + i })
     assert.equal(res.status, 201)
     assert.equal(res.body.offset, i)
+    e2 ||= res.body.epoch
     assert.equal(res.body.epoch, e2)
   }
+  assert.notEqual(e2, e1)
   await until(() => ws.frames.filter((f) => f.type === 'event' && f.channel === ch).length >= 5, 'WS events in the new epoch', 3000)
   assert.deepEqual(ws.frames.filter((f) => f.type === 'event' && f.channel === ch).map((e) => [e.offset, e.epoch, e.data.n]),
     [[1, e1, 1], [2, e1, 2], [3, e1, 3], [1, e2, 101], [2, e2, 102]])

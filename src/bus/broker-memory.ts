@@ -1,13 +1,15 @@
-import type { Broker, BrokerHandler, BrokerOptions, HistoryRequest, HistoryResult, Publication, PublishRequest, PublishResult } from './broker.js'
+import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
 import { contentHash, frameTail, newEpoch } from './publication.js'
 import { frame } from '../protocol/frames.js'
 
 interface ChannelStream {
+  channel: string
   epoch: string
   top: number
-  /** Oldest first; bounded by history size and age. */
+  /** Oldest first, from `head` on (dropping from the front moves `head`, not the array); bounded by size and age. */
   entries: Publication[]
+  head: number
   idempotency: Map<string, { offset: number, hash: string, expires: number }>
   lastUsed: number
   /** Age bound of the channel's namespace, once known. */
@@ -16,10 +18,17 @@ interface ChannelStream {
 
 const SWEEP_MS = 30_000
 
+export interface MemoryBrokerOptions extends BrokerOptions {
+  /** HISTORY_MAX_BYTES: the frames of every channel's history together; past it, the least recently used channels lose their oldest events. */
+  maxBytes?: number
+}
+
 /**
  * The embedded bus: one process, no network. Same contract as the Redis bus (the shared contract suite
  * runs against both), so a single node needs nothing else. Its epochs are born with the process, so a
  * restart tells resuming clients that history is gone instead of handing them someone else's offsets.
+ * All history together is bounded in bytes: what is trimmed to stay under it is trimmed like history that aged
+ * out (a resume from before it is told `history_trimmed`).
  */
 export class MemoryBroker implements Broker {
   readonly kind = 'memory'
@@ -28,14 +37,18 @@ export class MemoryBroker implements Broker {
   private readonly subscribed = new Set<string>()
   private sweeper?: NodeJS.Timeout
   private closed = false
+  /** Bytes of every frame in history. */
+  private bytes = 0
 
-  constructor (private readonly options: BrokerOptions) {}
+  constructor (private readonly options: MemoryBrokerOptions) {}
 
   setHandler (handler: BrokerHandler): void { this.handler = handler }
 
   async connect (): Promise<void> {
     this.sweeper = setInterval(() => this.sweep(Date.now()), SWEEP_MS).unref()
   }
+
+  get historyBytes (): number { return this.bytes }
 
   async publish (req: PublishRequest): Promise<PublishResult> {
     if (this.closed) throw new Errors.BUS_UNAVAILABLE('bus closed')
@@ -54,8 +67,13 @@ export class MemoryBroker implements Broker {
     const offset = ++stream.top
     const pub: Publication = { channel: req.channel, offset, epoch: stream.epoch, ts: now, frame: frame.eventHead(JSON.stringify(req.channel), offset, stream.epoch) + frameTail(req, now) }
     const size = req.historySize ?? this.options.history.size
-    if (size > 0) stream.entries.push(pub)
-    while (stream.entries.length > size) stream.entries.shift()
+    if (size > 0) {
+      stream.entries.push(pub)
+      this.bytes += pub.frame.length
+    }
+    const kept = stream.entries.length - stream.head
+    if (kept > size) this.dropOldest(stream, kept - size)
+    if (this.options.maxBytes !== undefined && this.bytes > this.options.maxBytes) this.shed(this.options.maxBytes * 0.9)
     if (req.idempotencyKey !== undefined) {
       stream.idempotency.set(req.idempotencyKey, { offset, hash, expires: now + this.options.idempotencyTtlSeconds * 1000 })
     }
@@ -66,14 +84,22 @@ export class MemoryBroker implements Broker {
   async history (channel: string, req: HistoryRequest): Promise<HistoryResult> {
     if (this.closed) throw new Errors.BUS_UNAVAILABLE('bus closed')
     const now = Date.now()
-    const stream = this.stream(channel, now)
+    // Reading creates nothing: a channel without a stream is at the empty position.
+    const stream = this.streams.get(channel)
+    if (stream === undefined) return { publications: [], top: { offset: 0, epoch: EMPTY_EPOCH }, earliest: 1 }
+    stream.lastUsed = now
     this.trimExpired(stream, now, req.historyTtlSeconds)
-    const { entries, top } = stream
-    const earliest = entries.length > 0 ? entries[0].offset : top + 1
+    const { entries, head, top } = stream
+    const earliest = entries.length > head ? entries[head].offset : top + 1
     const publications: Publication[] = []
     if (req.limit > 0 && req.since < top) {
-      const start = Math.max(0, req.since + 1 - earliest)
-      for (let i = start; i < entries.length && publications.length < req.limit; i++) publications.push(entries[i])
+      const maxBytes = req.maxBytes ?? Number.POSITIVE_INFINITY
+      let bytes = 0
+      for (let i = head + Math.max(0, req.since + 1 - earliest); i < entries.length && publications.length < req.limit; i++) {
+        bytes += entries[i].frame.length
+        if (bytes > maxBytes && publications.length > 0) break
+        publications.push(entries[i])
+      }
     }
     return { publications, top: { offset: top, epoch: stream.epoch }, earliest }
   }
@@ -90,19 +116,40 @@ export class MemoryBroker implements Broker {
   private stream (channel: string, now: number): ChannelStream {
     let stream = this.streams.get(channel)
     if (stream === undefined) {
-      stream = { epoch: newEpoch(), top: 0, entries: [], idempotency: new Map(), lastUsed: now }
+      stream = { channel, epoch: newEpoch(), top: 0, entries: [], head: 0, idempotency: new Map(), lastUsed: now }
       this.streams.set(channel, stream)
     }
     stream.lastUsed = now
     return stream
   }
 
+  /** Drops the `n` oldest events of a stream. */
+  private dropOldest (stream: ChannelStream, n: number): void {
+    const end = Math.min(stream.head + n, stream.entries.length)
+    for (let i = stream.head; i < end; i++) this.bytes -= stream.entries[i].frame.length
+    stream.head = end
+    // Compact once the dropped front outweighs what is kept.
+    if (stream.head > 64 && stream.head * 2 > stream.entries.length) {
+      stream.entries = stream.entries.slice(stream.head)
+      stream.head = 0
+    }
+  }
+
   private trimExpired (stream: ChannelStream, now: number, ttlSeconds?: number): void {
     if (ttlSeconds !== undefined) stream.ttlSeconds = ttlSeconds
     const minTs = now - (stream.ttlSeconds ?? this.options.history.ttlSeconds) * 1000
     let n = 0
-    while (n < stream.entries.length && stream.entries[n].ts < minTs) n++
-    if (n > 0) stream.entries.splice(0, n)
+    while (stream.head + n < stream.entries.length && stream.entries[stream.head + n].ts < minTs) n++
+    if (n > 0) this.dropOldest(stream, n)
+  }
+
+  /** Over HISTORY_MAX_BYTES: the least recently used channels lose their oldest events until `target` is met. */
+  private shed (target: number): void {
+    const byAge = [...this.streams.values()].sort((a, b) => a.lastUsed - b.lastUsed)
+    for (const stream of byAge) {
+      while (this.bytes > target && stream.head < stream.entries.length) this.dropOldest(stream, Math.max(1, (stream.entries.length - stream.head) >> 1))
+      if (this.bytes <= target) return
+    }
   }
 
   /** Drops expired history and idempotency keys, and forgets channels idle past the meta TTL. */
@@ -111,7 +158,10 @@ export class MemoryBroker implements Broker {
     for (const [channel, stream] of this.streams) {
       this.trimExpired(stream, now)
       for (const [key, entry] of stream.idempotency) if (entry.expires <= now) stream.idempotency.delete(key)
-      if (metaTtlMs > 0 && now - stream.lastUsed > metaTtlMs && !this.subscribed.has(channel)) this.streams.delete(channel)
+      if (metaTtlMs > 0 && now - stream.lastUsed > metaTtlMs && !this.subscribed.has(channel)) {
+        this.dropOldest(stream, stream.entries.length)
+        this.streams.delete(channel)
+      }
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import type { Broker, BrokerHandler, BrokerOptions, HistoryRequest, HistoryResult, Publication, PublishRequest, PublishResult } from './broker.js'
+import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
 import { busCall, RedisPair } from '../redis/connection.js'
 import { contentHash, frameTail, newEpoch } from './publication.js'
@@ -14,26 +14,25 @@ import { contentHash, frameTail, newEpoch } from './publication.js'
  *   P:{C}       pub/sub channel; message `<offset> <epoch> <frame>`
  */
 
-/** Reads the channel's epoch, starting a new stream (and a new epoch) when the channel has none. */
-const EPOCH_LUA = `
-local function epochOf(candidate)
-  local epoch = redis.call('HGET', KEYS[1], 'e')
-  if not epoch then
-    epoch = candidate
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-  end
-  return epoch
-end
-`
-
-const PUBLISH_LUA = EPOCH_LUA + `
+/*
+ * Publishing (one call) checks the idempotency key — honoured only within the channel's current epoch: a key
+ * outliving a reset stream must not answer with an offset of the dead one — then creates the stream (and its
+ * epoch) if the channel has none, assigns the offset, appends, publishes and records the key.
+ * ARGV: tail, candidate epoch, history size, history ttl, meta ttl, idempotency ttl, pub/sub channel, channel JSON,
+ * content hash ('' = no key), ts.
+ */
+const PUBLISH_LUA = `
 local idem = ARGV[9] ~= ''
-if idem then
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if idem and epoch then
   local prev = redis.call('GET', KEYS[3])
-  if prev then return {'dup', prev} end
+  if prev and string.match(prev, '^%S+ (%S+) ') == epoch then return {'dup', prev} end
 end
-local epoch = epochOf(ARGV[2])
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local frame = '{"type":"event","channel":' .. ARGV[8] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[1]
 if tonumber(ARGV[3]) > 0 then
@@ -46,13 +45,21 @@ if idem then redis.call('SET', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[9]
 return {'ok', offset, epoch}
 `
 
-const HISTORY_LUA = EPOCH_LUA + `
-local epoch = epochOf(ARGV[3])
+/*
+ * Reading never creates anything: a channel without a stream answers with the empty position in EMPTY_EPOCH.
+ * Events older than the age bound are trimmed first, at most TRIM_ROUNDS * 64 of them per call (the rest on the
+ * next read), so no read blocks Redis for long. The page is cut at `limit` entries and at about `maxBytes` of
+ * frames (always at least one entry).
+ * ARGV: since, limit, meta ttl, min ts, max bytes, empty epoch.
+ */
+const HISTORY_LUA = `
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then return {ARGV[6], 0, 1, {}} end
 -- A channel being read (subscribed, resumed) is in use: it keeps its epoch as long as a published one would.
-if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
-local minTs = tonumber(ARGV[5])
-while true do
+local minTs = tonumber(ARGV[4])
+for round = 1, 16 do
   local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 64)
   if #head == 0 then break end
   local keep = nil
@@ -73,6 +80,15 @@ local entries = {}
 local since = tonumber(ARGV[1])
 if tonumber(ARGV[2]) > 0 and since < top then
   entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', ARGV[2])
+  local budget = tonumber(ARGV[5])
+  local bytes = 0
+  for i, e in ipairs(entries) do
+    bytes = bytes + #e[2][4]
+    if bytes > budget and i > 1 then
+      for j = #entries, i, -1 do entries[j] = nil end
+      break
+    end
+  end
 end
 return {epoch, top, earliest, entries}
 `
@@ -142,7 +158,7 @@ export class RedisBroker implements Broker {
     const base = this.base(channel)
     const minTs = Date.now() - (req.historyTtlSeconds ?? this.options.history.ttlSeconds) * 1000
     const [epoch, top, earliest, entries] = await busCall(() => this.cmd.heraldHistory(
-      base + ':m', base + ':s', req.since, req.limit, newEpoch(), this.options.history.metaTtlSeconds, minTs))
+      base + ':m', base + ':s', req.since, req.limit, this.options.history.metaTtlSeconds, minTs, req.maxBytes ?? Number.MAX_SAFE_INTEGER, EMPTY_EPOCH))
     const publications: Publication[] = entries.map(([id, fields]) => ({
       channel, offset: parseInt(id, 10), epoch, ts: Number(fields[1]), frame: fields[3]
     }))

@@ -43,6 +43,8 @@ export interface HistoryRequest {
   since: number
   /** Return at most this many (0: none, only the stream position). */
   limit: number
+  /** And stop once their frames reach about this many bytes (always at least one publication). Default: no bound. */
+  maxBytes?: number
   /** Age bound of this channel's namespace (default: the broker's). */
   historyTtlSeconds?: number
 }
@@ -64,6 +66,15 @@ export interface BrokerHandler {
 }
 
 /**
+ * The epoch of a channel that has no stream (never published to, or forgotten after HISTORY_META_TTL): its
+ * position is `{ offset: 0, epoch: EMPTY_EPOCH }`. Reading a channel never creates its stream — only publishing
+ * does — so reads of made-up names leave nothing behind; and a reader that started at this position resumes
+ * into the stream the first publish creates, whatever epoch that gets (see hub/recovery.ts). Random epochs are
+ * 8 characters, so they never equal it.
+ */
+export const EMPTY_EPOCH = '0'
+
+/**
  * The bus: assigns offsets, keeps bounded history and fans publications out to every node.
  *
  * Publishing must be atomic per channel: assigning the offset, appending to history and broadcasting happen
@@ -72,8 +83,8 @@ export interface BrokerHandler {
  * bus cannot be reached it rejects with HERALD_ERR_BUS_UNAVAILABLE (the publication may or may not have been
  * stored: a retry with the same idempotency key is always safe).
  *
- * Reading history of a channel that has never been used creates its epoch, so that a reader that starts
- * at offset 0 can later resume in the same epoch.
+ * Reading history never creates state: a channel without a stream answers `top: { offset: 0, epoch: EMPTY_EPOCH }`.
+ * An idempotency key is honoured only within the epoch that stored it.
  */
 export interface Broker {
   /** Which backend this is (`memory`, `redis`, …), for /healthz and logs. */

@@ -11,5 +11,5 @@ export { MemoryBroker, RedisBroker }
 export function createBroker (config: HeraldConfig, log: Logger): Broker {
   const options = { history: config.history, idempotencyTtlSeconds: config.idempotencyTtlSeconds }
   if (config.redisUrl !== undefined) return new RedisBroker({ ...options, url: config.redisUrl, prefix: config.redisPrefix, log })
-  return new MemoryBroker(options)
+  return new MemoryBroker({ ...options, maxBytes: config.history.maxBytes })
 }

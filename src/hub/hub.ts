@@ -1,25 +1,19 @@
 import type { Logger } from 'pino'
-import type { Broker, Publication } from '../bus/broker.js'
+import { EMPTY_EPOCH, type Broker, type Publication } from '../bus/broker.js'
 import type { StreamPosition } from '../protocol/cursor.js'
 import type { PresenceTracker } from '../presence/tracker.js'
-import type { PresenceMember } from '../presence/presence.js'
 import type { Namespaces } from '../namespaces.js'
 import type { Sink, SubscribeResult } from './sink.js'
 import { recoveryFailure } from './recovery.js'
+import { LIVE_BUFFER_MAX, REPLAY_PAGE, REPLAY_PAGE_BYTES, replay, type Subscription } from './replay.js'
 import { Errors } from '../errors.js'
 
 export type { Sink, SubscribeResult, RecoveryFailure } from './sink.js'
 
-interface Subscription {
-  /** Last offset delivered to this sink. */
-  offset: number
-  /** Live publications held back while the subscription's history replay is being read. */
-  buffer: Publication[] | null
-  /** The presence entry the sink joined this channel with (and must leave with). */
-  member?: PresenceMember
-}
-
 type Phase = 'activating' | 'live' | 'syncing'
+
+/** Most publications held for a channel while it activates or catches up (see Hub.hold). */
+const MAX_PENDING = 10_000
 
 class ChannelState {
   phase: Phase = 'activating'
@@ -41,8 +35,6 @@ class ChannelState {
 export interface HubOptions {
   broker: Broker
   log: Logger
-  /** How many events a resume may replay: the history size. */
-  replayLimit: number
   namespaces?: Namespaces
   presence?: PresenceTracker
   /** Told of every live publication dispatched on this node, and of bus reconnects (metrics). */
@@ -123,27 +115,24 @@ export class Hub {
     sub.buffer = []
     state.subs.set(sink, sub)
     this.releaseIfIdle(state)
-    let history
+    const current = (): boolean => this.channels.get(channel) === state && state.subs.get(sink) === sub
     try {
-      history = await this.options.broker.history(channel, { since: since.offset, limit: this.replayLimit(channel), historyTtlSeconds: ns?.historyTtl })
+      return await replay({
+        broker: this.options.broker,
+        channel,
+        historyTtlSeconds: ns?.historyTtl,
+        sub,
+        current,
+        subscribed: (result) => sink.subscribed(result),
+        deliver: (pub) => this.deliverTo(sink, sub, pub, true),
+        lost: (reason) => { this.unsubscribe(sink, channel); sink.lost(channel, reason) },
+        turn: sink.replayTurn?.bind(sink) ?? (async () => () => {}),
+        warn: (msg, err) => this.options.log.warn({ err: (err as Error).message, channel }, msg)
+      }, since)
     } catch (err) {
-      if (state.subs.get(sink) === sub) this.unsubscribe(sink, channel)
+      if (current()) this.unsubscribe(sink, channel)
       throw err
     }
-    if (state.subs.get(sink) !== sub) throw new Errors.NOT_SUBSCRIBED(channel) // unsubscribed meanwhile
-    const { top, publications } = history
-    const reason = recoveryFailure(since, history)
-    const replay = reason === undefined ? publications : []
-    const result: SubscribeResult = reason === undefined
-      ? { channel, offset: since.offset, epoch: top.epoch, recovered: true, replayed: replay.length }
-      : { channel, offset: top.offset, epoch: top.epoch, recovered: false, reason, replayed: 0 }
-    const buffered = sub.buffer
-    sub.buffer = null
-    sub.offset = result.offset
-    sink.subscribed(result)
-    for (const pub of replay) this.deliverTo(sink, sub, pub, true)
-    for (const pub of buffered) if (pub.epoch === result.epoch) this.deliverTo(sink, sub, pub, true)
-    return result
   }
 
   /** Removes a subscription; returns false when there was none. */
@@ -170,10 +159,6 @@ export class Hub {
     this.channels.clear()
   }
 
-  private replayLimit (channel: string): number {
-    return Math.max(this.options.namespaces?.of(channel)?.historySize ?? this.options.replayLimit, 1)
-  }
-
   private async activate (channel: string): Promise<ChannelState> {
     let state = this.channels.get(channel)
     if (state === undefined) {
@@ -185,7 +170,8 @@ export class Hub {
         created.offset = top.offset
         created.epoch = top.epoch
         created.phase = 'live'
-        this.drainPending(created)
+        if (created.resyncAgain) this.resync(created)
+        else this.drainPending(created)
       })
       created.ready.catch(() => {
         if (this.channels.get(channel) === created) this.channels.delete(channel)
@@ -222,25 +208,42 @@ export class Hub {
   private onPublication (pub: Publication): void {
     const state = this.channels.get(pub.channel)
     if (state === undefined) return
-    if (state.phase !== 'live') { state.pending.push(pub); return }
+    if (state.phase !== 'live') { this.hold(state, pub); return }
     this.accept(state, pub)
   }
 
+  /**
+   * Keeps a publication that arrived while the channel is activating or catching up. Bounded: history is the
+   * source of truth, so past the bound the held ones are let go and a catch-up reads them again.
+   */
+  private hold (state: ChannelState, pub: Publication): void {
+    if (state.pending.push(pub) > MAX_PENDING) {
+      state.pending = []
+      state.resyncAgain = true
+    }
+  }
+
   private accept (state: ChannelState, pub: Publication): void {
+    // The first event of a stream created since the channel went live (it was at the empty position).
+    if (state.offset === 0 && state.epoch === EMPTY_EPOCH && pub.offset === 1) state.epoch = pub.epoch
     if (pub.epoch === state.epoch) {
       if (pub.offset <= state.offset) return // already dispatched (replayed by a resync)
       if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub); return }
     }
     // A gap or a new epoch: hold this one and catch up from history first.
-    state.pending.push(pub)
+    this.hold(state, pub)
     this.resync(state)
   }
 
   private dispatch (state: ChannelState, pub: Publication): void {
     this.options.observer?.dispatched(pub)
     for (const [sink, sub] of state.subs) {
-      if (sub.buffer !== null) sub.buffer.push(pub)
-      else if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
+      if (sub.buffer === null) {
+        if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
+      } else if (sub.buffer.push(pub) > 2 * LIVE_BUFFER_MAX) {
+        // A replay that cannot keep up holds only the newest; it reads the rest from history.
+        sub.buffer.splice(0, sub.buffer.length - LIVE_BUFFER_MAX)
+      }
     }
   }
 
@@ -267,7 +270,7 @@ export class Hub {
     state.phase = 'syncing'
     state.resyncAgain = false
     const channel = state.name
-    this.options.broker.history(channel, { since: state.offset, limit: this.replayLimit(channel), historyTtlSeconds: this.options.namespaces?.of(channel)?.historyTtl }).then((history) => {
+    this.options.broker.history(channel, { since: state.offset, limit: REPLAY_PAGE, maxBytes: REPLAY_PAGE_BYTES, historyTtlSeconds: this.options.namespaces?.of(channel)?.historyTtl }).then((history) => {
       if (this.channels.get(channel) !== state) return
       const { top, publications } = history
       const reason = recoveryFailure(state, history)
@@ -287,11 +290,14 @@ export class Hub {
         this.drainPending(state)
         return
       }
+      // From the empty position, the stream the first publish created is this channel's now.
+      state.epoch = top.epoch
       for (const pub of publications) {
         if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub) }
       }
       state.phase = 'live'
-      if (state.resyncAgain) { this.resync(state); return }
+      // A page that did not reach the top (limit) or a reconnect meanwhile: catch up once more.
+      if (state.resyncAgain || state.offset < top.offset) { this.resync(state); return }
       this.drainPending(state)
     }, (err) => {
       if (this.channels.get(channel) !== state) return

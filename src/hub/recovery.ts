@@ -1,12 +1,17 @@
-import type { HistoryResult } from '../bus/broker.js'
+import { EMPTY_EPOCH, type HistoryResult } from '../bus/broker.js'
 import type { StreamPosition } from '../protocol/cursor.js'
 import type { RecoveryFailure } from './sink.js'
 
-/** Why the events after `from` cannot all be replayed from `history` (read with `since: from.offset`), if they cannot. */
+/**
+ * Why the events after `from` cannot all be replayed from `history` (a page read with `since: from.offset`), if
+ * they cannot. The empty position `{ 0, EMPTY_EPOCH }` — a reader that started before the channel had a stream —
+ * continues into whatever epoch the first publish gave it, as long as history still starts at offset 1.
+ */
 export function recoveryFailure (from: StreamPosition, history: HistoryResult): RecoveryFailure | undefined {
   const { top, earliest, publications } = history
-  if (from.epoch !== top.epoch) return 'epoch_changed'
+  const fromNothing = from.offset === 0 && from.epoch === EMPTY_EPOCH
+  if (from.epoch !== top.epoch && !fromNothing) return 'epoch_changed'
   if (from.offset > top.offset) return 'offset_ahead'
-  if (from.offset < top.offset && (earliest > from.offset + 1 || publications.length < top.offset - from.offset)) return 'history_trimmed'
+  if (from.offset < top.offset && (earliest > from.offset + 1 || publications[0]?.offset !== from.offset + 1)) return 'history_trimmed'
   return undefined
 }

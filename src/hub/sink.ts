@@ -36,4 +36,10 @@ export interface Sink {
   lost: (channel: string, reason: RecoveryFailure) => void
   /** A non-event frame for the channel's subscribers (presence changes), serialised once for all of them. */
   notify?: (channel: string, frame: string) => void
+  /**
+   * Waits for the sink's turn to take a page of replay: one page at a time per sink, once the pages before it
+   * have gone out (its outbox drained). Resolves with `release`, called when the page has been handed over.
+   * Without it, pages are read back to back.
+   */
+  replayTurn?: () => Promise<() => void>
 }

@@ -19,7 +19,6 @@ export default fp(async function hubPlugin (fastify) {
     log: fastify.log as unknown as Logger,
     namespaces,
     presence: fastify.heraldPresence.tracker,
-    replayLimit: Math.max(fastify.heraldConfig.history.size, 1),
     observer: metrics.hubObserver
   })
   metrics.collectFrom({ channels: () => hub.channelCount, subscriptions: () => hub.subscriptionCount })

@@ -68,10 +68,22 @@ export class Outbox {
   /** Coalesce index (coalesce namespaces only; most outboxes never need one). */
   private byKey?: Map<string, Slot>
   private timer?: NodeJS.Timeout
+  /** Waiting for the outbox to drain (the next page of a replay), and the timer that watches for it. */
+  private drainWaiters: Array<() => void> = []
+  private drainTimer?: NodeJS.Timeout
 
   constructor (private readonly target: OutboxTarget, private readonly maxBytes: number) {}
 
   get pending (): number { return this.queue.length }
+
+  /** Resolves once nothing waits here and the connection holds at most half the bound (or the outbox is cleared). */
+  whenDrained (): Promise<void> {
+    if (this.drained()) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.drainWaiters.push(resolve)
+      this.drainTimer ??= setInterval(() => { if (this.drained()) this.wakeDrainWaiters() }, FLUSH_MS).unref()
+    })
+  }
 
   /** Sends or holds one event; `ns` is the options of its channel's namespace, `replay` marks a resume's replay. */
   push (pub: Publication, ns: NamespaceOptions | undefined, replay = false): void {
@@ -130,12 +142,23 @@ export class Outbox {
 
   /** Forgets everything queued (the connection closed). */
   clear (): void {
+    this.wakeDrainWaiters()
     clearTimeout(this.timer)
     this.queue = []
     this.byKey = undefined
     this.queuedBytes = 0
     this.held = 0
     this.heldLiveBytes = 0
+  }
+
+  private drained (): boolean { return this.queue.length === 0 && this.target.buffered() <= this.maxBytes / 2 }
+
+  private wakeDrainWaiters (): void {
+    clearInterval(this.drainTimer)
+    this.drainTimer = undefined
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (const wake of waiters) wake()
   }
 
   /** Queues a slot that is never dropped; a live one counts against the bound (past it, the client is evicted). */

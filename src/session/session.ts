@@ -57,6 +57,9 @@ export class Session implements Sink, Connection, OutboxTarget {
   private expiry?: NodeJS.Timeout
   private presenceMember?: PresenceMember
   private ended = false
+  /** Replays waiting for their turn (replayTurn), and whether one holds it. */
+  private turns: Array<(release: () => void) => void> = []
+  private turnTaken = false
   private readonly present: boolean
   private readonly logLevel: 'info' | 'debug'
 
@@ -158,6 +161,23 @@ export class Session implements Sink, Connection, OutboxTarget {
     this.send(frame.unsubscribed(channel, 'insufficient_state: ' + reason, true))
     // A one-way stream cannot resubscribe one channel: end it; the reconnect resumes from its cursor.
     if (!this.transport.bidirectional) this.close(CloseCodes.INSUFFICIENT_STATE, 'insufficient state')
+  }
+
+  /** One replay page at a time, each once the pages before it went out (hub/replay.ts). */
+  replayTurn (): Promise<() => void> {
+    return new Promise((resolve) => {
+      this.turns.push(resolve)
+      this.grantTurn()
+    })
+  }
+
+  private grantTurn (): void {
+    if (this.turnTaken || this.turns.length === 0) return
+    this.turnTaken = true
+    void this.outbox.whenDrained().then(() => {
+      const next = this.turns.shift()!
+      next(() => { this.turnTaken = false; this.grantTurn() })
+    })
   }
 
   // ---- OutboxTarget ----

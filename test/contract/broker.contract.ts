@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { test, type TestContext } from 'node:test'
-import type { Broker, BrokerOptions, Publication, PublishResult } from '../../src/bus/broker.js'
+import { EMPTY_EPOCH, type Broker, type BrokerOptions, type Publication, type PublishResult } from '../../src/bus/broker.js'
 import { sleep, until } from '../helper.js'
 
 interface ContractOptions {
@@ -259,21 +259,31 @@ export function brokerContract (name: string, factory: BrokerFactory, opts: { sk
       assert.deepEqual(late, { channel: ch, offset: 1, epoch: first.epoch, duplicate: true })
     })
 
-    await suite.test('a never-used channel reads as offset 0 in an epoch that later publishes keep', async (t) => {
+    await suite.test('reading a never-used channel creates nothing: the empty position, and the first publish starts the stream', async (t) => {
       const broker = await factory(t, brokerOptions())
       const ch = `fresh-${uid()}`
       const h = await broker.history(ch, { since: 0, limit: 10 })
-      assert.deepEqual(h.publications, [])
-      assert.equal(h.top.offset, 0)
-      assert.equal(h.earliest, 1)
-      assert.match(h.top.epoch, /^[A-Za-z0-9_-]{1,64}$/)
-      const again = await broker.history(ch, { since: 0, limit: 0 })
-      assert.deepEqual(again.top, h.top, 'reading again does not start another epoch')
+      assert.deepEqual(h, { publications: [], top: { offset: 0, epoch: EMPTY_EPOCH }, earliest: 1 })
+      assert.deepEqual(await broker.history(ch, { since: 0, limit: 0 }), h, 'reading again changes nothing')
       const pub = await broker.publish({ channel: ch, data: 'first' })
       assert.equal(pub.offset, 1)
-      assert.equal(pub.epoch, h.top.epoch, 'the first publish keeps the epoch the reader saw')
-      const other = await broker.history(`fresh2-${uid()}`, { since: 0, limit: 0 })
-      assert.notEqual(other.top.epoch, h.top.epoch, 'each channel gets its own epoch')
+      assert.match(pub.epoch, /^[A-Za-z0-9_-]{8}$/, 'a random epoch of its own')
+      assert.notEqual(pub.epoch, EMPTY_EPOCH)
+      const after = await broker.history(ch, { since: 0, limit: 10 })
+      assert.deepEqual(after.top, { offset: 1, epoch: pub.epoch })
+      assert.equal(after.earliest, 1, 'history starts at offset 1: a reader from the empty position misses nothing')
+    })
+
+    await suite.test('a page stops at about maxBytes of frames, and always holds at least one event', async (t) => {
+      const broker = await factory(t, brokerOptions({ historySize: 50 }))
+      const ch = `bytes-${uid()}`
+      for (let i = 1; i <= 20; i++) await broker.publish({ channel: ch, data: 'x'.repeat(1000) })
+      const frameSize = (await broker.history(ch, { since: 0, limit: 1 })).publications[0].frame.length
+      const page = await broker.history(ch, { since: 0, limit: 20, maxBytes: frameSize * 5 + 10 })
+      assert.deepEqual(page.publications.map((p) => p.offset), [1, 2, 3, 4, 5])
+      assert.equal(page.top.offset, 20)
+      const tiny = await broker.history(ch, { since: 7, limit: 20, maxBytes: 1 })
+      assert.deepEqual(tiny.publications.map((p) => p.offset), [8])
     })
 
     await suite.test('200 concurrent publishes to one channel get offsets 1..200, once each, delivered in order', async (t) => {
