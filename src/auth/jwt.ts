@@ -1,6 +1,9 @@
 import type { FastifyRequest } from 'fastify'
 import { Errors } from '../errors.js'
-import type { Principal } from './permissions.js'
+import { PATTERN_RE, type Principal } from './permissions.js'
+
+/** Most patterns a token's `subscribe` or `publish` claim may carry. */
+export const MAX_PATTERNS = 256
 
 /** Bearer header first, then `?token=` for clients that cannot set headers (EventSource, browser WebSocket). */
 export function tokenOf (request: FastifyRequest): string | undefined {
@@ -19,8 +22,8 @@ export function principalOf (claims: Record<string, unknown>): Principal {
   const { sub, subscribe = [], publish = [], exp, info } = claims
   if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) throw new Errors.UNAUTHORIZED('claim "sub" must be a non-empty string')
   for (const [name, list] of [['subscribe', subscribe], ['publish', publish]] as const) {
-    if (!Array.isArray(list) || list.length > 256 || !list.every((p) => typeof p === 'string' && p.length > 0 && p.length <= 256)) {
-      throw new Errors.UNAUTHORIZED(`claim "${name}" must be an array of channel patterns`)
+    if (!Array.isArray(list) || list.length > MAX_PATTERNS || !list.every((p) => typeof p === 'string' && PATTERN_RE.test(p))) {
+      throw new Errors.UNAUTHORIZED(`claim "${name}" must be an array of at most ${MAX_PATTERNS} channel patterns (channel characters and *, 1–256 each)`)
     }
   }
   return { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' ? exp : undefined, info }
