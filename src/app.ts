@@ -14,6 +14,7 @@ import type { PresenceTracker } from './presence/tracker.js'
 import type { SessionRegistry } from './session/registry.js'
 import { Errors, errorBody, isTemporary, toHeraldError } from './errors.js'
 import { MAX_JSON_DEPTH, nestedDeeperThan } from './protocol/json.js'
+import { serializeRequest } from './logging.js'
 import configPlugin from './plugins/config.js'
 import metricsPlugin from './plugins/metrics.js'
 import busPlugin from './plugins/bus.js'
@@ -115,7 +116,8 @@ async function heraldPlugin (host: FastifyInstance, opts: HeraldOptions): Promis
       cascadeHooks: true,
       scriptPattern: SOURCE ? /(?<!\.d)\.ts$/ : /\.js$/
     })
-  }, { prefix: opts.prefix ?? '' })
+    // Fastify's types want serializers to return strings; pino's (what Fastify uses) return objects.
+  }, { prefix: opts.prefix ?? '', logSerializers: { req: serializeRequest } as unknown as Record<string, (value: unknown) => string> })
 }
 
 /** One error handler and one 404 handler for every Herald route; JSON bodies are depth-checked before parsing. */

@@ -1,7 +1,7 @@
 import Type, { type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import type { NamespacesFile } from './namespaces.js'
-import { defaultAlgorithms, resolveJwtSettings } from './auth/keys.js'
+import { defaultAlgorithms, resolveJwtSettings, type JwtSettings } from './auth/keys.js'
 import { ConfigError } from './errors.js'
 
 export { ConfigError }
@@ -20,6 +20,9 @@ export const EnvSchema = Type.Object({
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters). Unset in development: a random one is generated.' })),
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key, or the path of a PEM file, for RS*/PS*/ES* tokens (instead of JWT_SECRET). Anything else is refused at start-up.' })),
   JWT_ALGORITHMS: Type.Optional(Type.String({ pattern: '^(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512)(,(HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|ES512|PS256|PS384|PS512))*$', description: 'Comma list of accepted algorithms. Default: HS256 with a secret, RS256,ES256 with a public key. HS* goes only with a secret and RS/PS/ES only with a public key of their type (other mixes are refused: they allow forged tokens).' })),
+  JWT_REQUIRE_EXP: Type.Optional(Type.Boolean({ description: 'Refuse tokens without an `exp` claim. Default: on with NODE_ENV=production, off otherwise.' })),
+  JWT_AUDIENCE: Type.Optional(Type.String({ minLength: 1, description: 'Comma list: a token\'s `aud` must be one of these (tokens of other systems signed with the same key are refused). Unset: not checked.' })),
+  JWT_ISSUER: Type.Optional(Type.String({ minLength: 1, description: 'Comma list: a token\'s `iss` must be one of these. Unset: not checked.' })),
   CORS_ORIGINS: Type.String({ default: '*', description: 'Comma list of allowed browser origins, or `*`.' }),
   HISTORY_SIZE: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1000, description: 'Events kept per channel for history and resume.' }),
   HISTORY_TTL: Type.Integer({ minimum: 1, maximum: 30 * 86400, default: 3600, description: 'Seconds an event stays in history.' }),
@@ -39,6 +42,8 @@ export const EnvSchema = Type.Object({
   MAX_CONNECTIONS_PER_SUB: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Most WebSocket + SSE connections of one token subject on this node; more are refused with 429.' }),
   WS_RATE: Type.Number({ minimum: 0.1, maximum: 1_000_000, default: 50, description: 'Frames per second a WebSocket client may send (token bucket refill).' }),
   WS_BURST: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Token bucket size: frames a client may send in a burst. Frames over the rate get an error frame; as many again refused within 10 s close the socket with 4008.' }),
+  CONNECT_RATE: Type.Number({ minimum: 0.1, maximum: 1_000_000, default: 20, description: 'New WebSocket and SSE connections per second, per client IP and per token subject (token bucket refill); more are refused with 429 before any upgrade.' }),
+  CONNECT_BURST: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Token bucket size of CONNECT_RATE: connections one IP or subject may open at once.' }),
   RATE_LIMIT_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 1000, description: 'REST requests per RATE_LIMIT_WINDOW per token subject (or IP); shared across nodes through Redis when REDIS_URL is set.' }),
   RATE_LIMIT_WINDOW: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'Seconds of the REST rate-limit window.' }),
   RATE_LIMIT_SYNC_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 100, description: 'With Redis: each node counts REST requests itself and adds its counts to the shared ones every this many ms (a node that has not yet learned the counts of the others may admit up to one interval of its own traffic over the limit). 0 = one Redis round trip per request, exact across nodes.' }),
@@ -63,7 +68,7 @@ export interface HeraldConfig {
   devToken: boolean
   redisUrl?: string
   redisPrefix: string
-  jwt: { secret?: string, publicKey?: string, algorithms: string[] }
+  jwt: JwtSettings
   corsOrigins: string[] | '*'
   history: { size: number, ttlSeconds: number, metaTtlSeconds: number, limitMax: number, maxBytes: number }
   idempotencyTtlSeconds: number
@@ -76,7 +81,7 @@ export interface HeraldConfig {
   wsPingIntervalSeconds: number
   maxBufferBytes: number
   drainTimeoutSeconds: number
-  limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, restMax: number, restWindowSeconds: number, restSyncMs: number }
+  limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, connectRate: number, connectBurst: number, restMax: number, restWindowSeconds: number, restSyncMs: number }
   ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean }
   /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
   namespaces?: NamespacesFile
@@ -113,7 +118,15 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
 }
 
 function jwtOf (env: Env): HeraldConfig['jwt'] {
-  return { secret: env.JWT_SECRET, publicKey: env.JWT_PUBLIC_KEY, algorithms: env.JWT_ALGORITHMS?.split(',') ?? defaultAlgorithms(env.JWT_PUBLIC_KEY !== undefined) }
+  const list = (v: string | undefined): string[] | undefined => v?.split(',').map((x) => x.trim()).filter(Boolean)
+  return {
+    secret: env.JWT_SECRET,
+    publicKey: env.JWT_PUBLIC_KEY,
+    algorithms: list(env.JWT_ALGORITHMS) ?? defaultAlgorithms(env.JWT_PUBLIC_KEY !== undefined),
+    requireExp: env.JWT_REQUIRE_EXP ?? env.NODE_ENV === 'production',
+    audience: list(env.JWT_AUDIENCE),
+    issuer: list(env.JWT_ISSUER)
+  }
 }
 
 /** The JWT settings with a public key read from its file; throws a ConfigError when key and algorithms do not belong together. */
@@ -148,6 +161,8 @@ const FIELDS = {
   'limits.maxConnectionsPerSub': 'MAX_CONNECTIONS_PER_SUB',
   'limits.wsRate': 'WS_RATE',
   'limits.wsBurst': 'WS_BURST',
+  'limits.connectRate': 'CONNECT_RATE',
+  'limits.connectBurst': 'CONNECT_BURST',
   'limits.restMax': 'RATE_LIMIT_MAX',
   'limits.restWindowSeconds': 'RATE_LIMIT_WINDOW',
   'limits.restSyncMs': 'RATE_LIMIT_SYNC_MS',
@@ -207,7 +222,12 @@ export function defaultConfig (overrides: DeepPartial<HeraldConfig> = {}): Heral
   }
   for (const [key, value] of Object.entries(overrides)) if (value !== undefined) visit(value, key)
   if (problems.length > 0) throw new ConfigError(problems)
-  if (overrides.jwt !== undefined) config.jwt = checkedJwt({ ...overrides.jwt, algorithms: overrides.jwt.algorithms ?? defaultAlgorithms(overrides.jwt.publicKey !== undefined) } as HeraldConfig['jwt'])
+  if (overrides.jwt !== undefined) {
+    const jwt = overrides.jwt as Partial<JwtSettings>
+    config.jwt = checkedJwt({ ...config.jwt, secret: undefined, publicKey: undefined, ...jwt, algorithms: jwt.algorithms ?? defaultAlgorithms(jwt.publicKey !== undefined) })
+  }
+  // Tokens without `exp` are refused in production unless the host says otherwise.
+  if ((overrides.jwt as Partial<JwtSettings> | undefined)?.requireExp === undefined) config.jwt.requireExp = config.production
   return config
 }
 

@@ -4,22 +4,7 @@ import { createSigner } from 'fast-jwt'
 import { ConfigError, configFromEnv, loadEnv, type Env } from './config.js'
 import { devSecret, DEV_SECRET_FILE } from './dev-secret.js'
 import herald from './app.js'
-
-/** Log redaction: tokens never reach the logs, wherever they travel. */
-export const REDACT = ['req.headers.authorization', 'req.query.token', 'headers.authorization', '*.token', 'token']
-
-/** The URL with the value of every query parameter whose decoded name is `token` replaced. */
-export function redactUrl (url: string): string {
-  const q = url.indexOf('?')
-  if (q === -1) return url
-  return url.slice(0, q + 1) + url.slice(q + 1).split('&').map((part) => {
-    const eq = part.indexOf('=')
-    const key = eq === -1 ? part : part.slice(0, eq)
-    let name = key
-    try { name = decodeURIComponent(key.replace(/\+/g, ' ')) } catch {}
-    return name === 'token' ? key + '=[redacted]' : part
-  }).join('&')
-}
+import { REDACT, serializeRequest } from './logging.js'
 
 function loadOrExit (): Env {
   try {
@@ -50,7 +35,7 @@ async function main (): Promise<void> {
       redact: { paths: REDACT, censor: '[redacted]' },
       serializers: {
         // The default request serializer logs the URL, query string (and so ?token=) included.
-        req: (req) => ({ method: req.method, url: redactUrl(String(req.url)), remoteAddress: req.ip })
+        req: serializeRequest
       }
     },
     bodyLimit: config.maxBodyBytes,

@@ -175,7 +175,7 @@ test('every HTTP transport refuses missing and invalid tokens with 401 and the r
     }
     // The same tokens in ?token= are refused just the same (where the query form is accepted).
     if (bad.token !== null) {
-      for (const kind of ['SSE', 'long-poll', 'REST history'] as const) {
+      for (const kind of ['SSE', 'long-poll'] as const) {
         assertError(await httpAttempt(url, kind, 'room:1', bad.token, true), 401, bad.code, `${kind} with ${bad.name} in ?token=`)
       }
     }

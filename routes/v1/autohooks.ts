@@ -31,8 +31,13 @@ export default async function v1Hooks (fastify: FastifyInstance): Promise<void> 
     // A plain GET of the WebSocket route is answered 426 by its handler, without a token.
     if (request.routeOptions.config.upgradeOnly === true && !request.ws) return
     if (sessions.draining) throw new Errors.DRAINING()
-    if (admission === 'connection') sessions.checkOrigin(request.headers.origin)
-    sessions.admit(await fastify.authenticate(request))
+    if (admission === 'connection') {
+      sessions.checkOrigin(request.headers.origin)
+      sessions.throttleConnect('ip:' + request.ip)
+    }
+    const principal = await fastify.authenticate(request)
+    if (admission === 'connection') sessions.throttleConnect('sub:' + principal.sub)
+    sessions.admit(principal)
   })
   await fastify.register(rateLimit)
 }

@@ -8,7 +8,7 @@ const pollRoutes: FastifyPluginAsync = async (plain) => {
   const { heraldPolls: polls, heraldConfig: config, heraldNamespaces: namespaces } = fastify
 
   fastify.get('/poll', {
-    config: { admission: 'poll' },
+    config: { admission: 'poll', queryToken: true },
     schema: {
       summary: 'Long-poll',
       description: 'Answers at once when events after `cursor` exist, otherwise waits up to `timeout` seconds. Send the answer\'s `cursor` with the next poll, to any node.',

@@ -12,7 +12,7 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
   const { heraldSessions: sessions, heraldConfig: config, heraldNamespaces: namespaces, heraldMetrics: metrics } = fastify
 
   fastify.get('/sse', {
-    config: { admission: 'connection', rateLimit: false },
+    config: { admission: 'connection', rateLimit: false, queryToken: true },
     schema: {
       summary: 'Server-Sent Events stream',
       description: 'A `text/event-stream` of server frames (docs/protocol.md). Each event\'s `id:` is a cursor of all the stream\'s channels; reconnect with `Last-Event-ID` (or `?cursor=`) to resume exactly after it, on any node.',

@@ -15,7 +15,7 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
   fastify.route({
     method: 'GET',
     url: '/ws',
-    config: { admission: 'connection', upgradeOnly: true, rateLimit: false },
+    config: { admission: 'connection', upgradeOnly: true, rateLimit: false, queryToken: true },
     schema: {
       summary: 'WebSocket endpoint',
       description: 'Upgrade to a WebSocket speaking the JSON frames of docs/protocol.md. The token (Authorization header or `?token=`) is checked before the upgrade: a bad one is answered 401/403 and never upgraded. A plain GET answers 426.',

@@ -5,13 +5,18 @@ import { PATTERN_RE, type Principal } from './permissions.js'
 /** Most patterns a token's `subscribe` or `publish` claim may carry. */
 export const MAX_PATTERNS = 256
 
-/** Bearer header first, then `?token=` for clients that cannot set headers (EventSource, browser WebSocket). */
+/**
+ * Bearer header first, then — on the routes browsers cannot set headers for (EventSource, a browser WebSocket, and
+ * the long-poll for symmetry; route `config.queryToken`) — `?token=`. Elsewhere a query token is not read: it would
+ * end up in proxies' access logs and Referer headers.
+ */
 export function tokenOf (request: FastifyRequest): string | undefined {
   const header = request.headers.authorization
   if (header !== undefined) {
     const match = /^Bearer\s+(\S+)$/i.exec(header)
     return match === null ? undefined : match[1]
   }
+  if (request.routeOptions.config.queryToken !== true) return undefined
   const query = request.query as Record<string, unknown> | undefined
   const token = query?.token
   return typeof token === 'string' && token.length > 0 ? token : undefined

@@ -1,7 +1,17 @@
 import { createPublicKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 
-export interface JwtSettings { secret?: string, publicKey?: string, algorithms: string[] }
+export interface JwtSettings {
+  secret?: string
+  publicKey?: string
+  algorithms: string[]
+  /** Refuse tokens without `exp` (JWT_REQUIRE_EXP). */
+  requireExp?: boolean
+  /** A token's `aud` must be one of these (JWT_AUDIENCE); unset: not checked. */
+  audience?: string[]
+  /** A token's `iss` must be one of these (JWT_ISSUER); unset: not checked. */
+  issuer?: string[]
+}
 
 const HMAC = /^HS(256|384|512)$/
 const RSA = /^(RS|PS)(256|384|512)$/

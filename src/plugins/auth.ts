@@ -5,8 +5,13 @@ import type { HeraldConfig } from '../config.js'
 import { Errors } from '../errors.js'
 import { type Principal, type Action, can } from '../auth/permissions.js'
 import { VerifiedTokens, principalOf, tokenOf } from '../auth/jwt.js'
+import { KeyedCounter } from '../session/admission.js'
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The token may come as `?token=` (WebSocket, SSE, long-poll: clients that cannot set headers). */
+    queryToken?: boolean
+  }
   interface FastifyRequest {
     principal: Principal | null
   }
@@ -20,6 +25,13 @@ declare module 'fastify' {
   }
 }
 
+/** What a refused token is told, by fast-jwt's code (anything else: "could not be verified"). */
+const VERIFY_FAILURES: Record<string, string> = {
+  FAST_JWT_INVALID_ALGORITHM: 'algorithm not allowed',
+  FAST_JWT_MISSING_REQUIRED_CLAIM: 'a required claim is missing (exp with JWT_REQUIRE_EXP, aud with JWT_AUDIENCE, iss with JWT_ISSUER)',
+  FAST_JWT_INVALID_CLAIM_VALUE: 'aud or iss is not one this server accepts (JWT_AUDIENCE, JWT_ISSUER)'
+}
+
 /** The verification key; config.ts has already checked it against the algorithms and read a key file. */
 function keyOf (config: HeraldConfig): string | { public: string } {
   const { publicKey, secret } = config.jwt
@@ -30,12 +42,23 @@ function keyOf (config: HeraldConfig): string | { public: string } {
 
 export default fp(async function authPlugin (fastify) {
   const config = fastify.heraldConfig
+  const { jwt } = config
   await fastify.register(fastifyJwt, {
     secret: keyOf(config),
-    verify: { algorithms: config.jwt.algorithms as never, extractToken: tokenOf }
+    verify: {
+      algorithms: jwt.algorithms as never,
+      extractToken: tokenOf,
+      // A configured audience or issuer must be there, not merely right when present.
+      requiredClaims: [...(jwt.requireExp === true ? ['exp'] : []), ...(jwt.audience === undefined ? [] : ['aud']), ...(jwt.issuer === undefined ? [] : ['iss'])],
+      ...(jwt.audience === undefined ? {} : { allowedAud: jwt.audience }),
+      ...(jwt.issuer === undefined ? {} : { allowedIss: jwt.issuer })
+    }
   })
   fastify.decorateRequest('principal', null)
   const verified = new VerifiedTokens()
+  // Failed authentications count against the client IP's REST budget: past it, its requests are refused before
+  // any signature is checked (a flood of bad tokens would otherwise cost a verification each, unlimited).
+  const failures = new KeyedCounter(config.limits.restMax, config.limits.restWindowSeconds * 1000)
 
   async function verifyToken (token: string): Promise<Principal> {
     const cached = verified.get(token, Date.now())
@@ -52,7 +75,7 @@ export default fp(async function authPlugin (fastify) {
     } catch (err) {
       const code = (err as { code?: string }).code ?? ''
       if (code.includes('EXPIRED')) throw new Errors.TOKEN_EXPIRED()
-      throw new Errors.UNAUTHORIZED(code === 'FAST_JWT_INVALID_ALGORITHM' ? 'algorithm not allowed' : 'token could not be verified')
+      throw new Errors.UNAUTHORIZED(VERIFY_FAILURES[code] ?? 'token could not be verified')
     }
     if (claims === null || typeof claims !== 'object') throw new Errors.UNAUTHORIZED('claims are not an object')
     return principalOf(claims)
@@ -60,14 +83,22 @@ export default fp(async function authPlugin (fastify) {
 
   fastify.decorate('verifyToken', verifyToken)
   fastify.decorate('authenticate', async (request: FastifyRequest) => {
-    const token = tokenOf(request)
-    if (token === undefined) throw new Errors.UNAUTHORIZED('no token (send "Authorization: Bearer <jwt>" or ?token=<jwt>)')
-    const principal = await verifyToken(token)
-    request.principal = principal
-    return principal
+    const blocked = failures.blockedFor(request.ip)
+    if (blocked > 0) throw new Errors.RATE_LIMITED(`${Math.ceil(blocked / 1000)}s (too many failed authentications)`)
+    try {
+      const token = tokenOf(request)
+      if (token === undefined) throw new Errors.UNAUTHORIZED(request.routeOptions.config.queryToken === true ? 'no token (send "Authorization: Bearer <jwt>" or ?token=<jwt>)' : 'no token (send "Authorization: Bearer <jwt>")')
+      const principal = await verifyToken(token)
+      request.principal = principal
+      return principal
+    } catch (err) {
+      failures.add(request.ip)
+      throw err
+    }
   })
   fastify.decorate('authorize', (principal: Principal, action: Action, channel: string) => {
     if (!can(principal, action, channel)) throw new Errors.FORBIDDEN(action, channel)
   })
 }, { name: 'herald-auth', dependencies: ['herald-config'] })
+
 

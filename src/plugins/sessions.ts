@@ -31,7 +31,13 @@ export default fp(async function sessionsPlugin (fastify) {
       metrics,
       limits: { frameRate: config.limits.wsRate, frameBurst: config.limits.wsBurst, maxFrameBytes: config.maxFrameBytes, acceptBinary: config.ws.acceptBinary }
     },
-    { maxConnections: config.limits.maxConnections, maxConnectionsPerSub: config.limits.maxConnectionsPerSub, origins: config.corsOrigins },
+    {
+      maxConnections: config.limits.maxConnections,
+      maxConnectionsPerSub: config.limits.maxConnectionsPerSub,
+      connectRate: config.limits.connectRate,
+      connectBurst: config.limits.connectBurst,
+      origins: config.corsOrigins
+    },
     fastify.heraldNodeId
   )
   metrics.collectFrom({ connections: (transport) => sessions.registry.count(transport) })

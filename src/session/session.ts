@@ -38,7 +38,16 @@ export interface SessionOptions {
 interface SubState { active: boolean, ns: NamespaceOptions | undefined }
 
 /** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
-const MAX_TIMER_MS = 0x7fffffff
+export const MAX_TIMER_MS = 0x7fffffff
+
+/**
+ * The timer that watches a token expiring at `exp` (seconds): fire in `ms`, then either the token has expired, or
+ * (an expiry further away than one timer can wait) look again. Any `exp` expires on time.
+ */
+export function expiryTimer (exp: number, now: number): { ms: number, expired: boolean } {
+  const ms = exp * 1000 - now
+  return ms > MAX_TIMER_MS ? { ms: MAX_TIMER_MS, expired: false } : { ms: Math.max(0, ms), expired: true }
+}
 
 /**
  * One client connection, whatever its transport: who it is (the principal, until its token expires), what it is
@@ -227,15 +236,16 @@ export class Session implements Sink, Connection, OutboxTarget {
     this.cleanup()
   }
 
-  /** At the token's expiry, unless a refresh came first, the connection is closed with 4501 (a far expiry in steps). */
+  /** At the token's expiry, unless a refresh came first, the connection is closed with 4501. */
   private scheduleExpiry (): void {
     clearTimeout(this.expiry)
     const exp = this.principal.exp
     if (exp === undefined) return
-    const ms = exp * 1000 - Date.now()
-    this.expiry = ms > MAX_TIMER_MS
-      ? setTimeout(() => this.scheduleExpiry(), MAX_TIMER_MS).unref()
-      : setTimeout(() => this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one'), Math.max(0, ms)).unref()
+    const next = expiryTimer(exp, Date.now())
+    this.expiry = setTimeout(() => {
+      if (next.expired) this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one')
+      else this.scheduleExpiry()
+    }, next.ms).unref()
   }
 
   private cleanup (): void {

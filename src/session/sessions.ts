@@ -6,10 +6,14 @@ import { Errors } from '../errors.js'
 import { Session, type SessionOptions, type SessionServices } from './session.js'
 import { Commands, type CommandServices } from './commands.js'
 import { SessionRegistry } from './registry.js'
+import { KeyedBuckets } from './admission.js'
 
 export interface AdmissionLimits {
   maxConnections: number
   maxConnectionsPerSub: number
+  /** CONNECT_RATE / CONNECT_BURST: new connections per second per client IP and per subject. */
+  connectRate: number
+  connectBurst: number
   /** CORS_ORIGINS: browser origins allowed to open a connection, or `*`. */
   origins: string[] | '*'
 }
@@ -23,6 +27,8 @@ export class Sessions {
   /** True once shutdown began: readyz fails, new connections are refused, existing ones are ended. */
   draining = false
   private readonly drainListeners: Array<() => void> = []
+  /** Connection churn per client IP (`ip:…`) and per subject (`sub:…`). */
+  private readonly connects: KeyedBuckets
 
   constructor (
     private readonly services: Omit<SessionServices, 'registry'>,
@@ -31,6 +37,12 @@ export class Sessions {
     nodeId: string
   ) {
     this.registry = new SessionRegistry(nodeId)
+    this.connects = new KeyedBuckets(limits.connectRate, limits.connectBurst)
+  }
+
+  /** Refuses a new connection (429, before any upgrade) past CONNECT_RATE for this client IP or subject. */
+  throttleConnect (key: string): void {
+    if (!this.connects.take(key)) throw new Errors.RATE_LIMITED(`1s (new connections of ${key.startsWith('ip:') ? 'this address' : 'this subject'})`)
   }
 
   /** A new session on `transport` for `principal`; see Session for the options. */
