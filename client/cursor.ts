@@ -1,41 +1,26 @@
-/** "I have seen everything up to `offset` in epoch `epoch`" (docs/protocol.md). */
-export interface Position { offset: number, epoch: string }
+import { decodeCursorText, encodeCursorText, type Position } from '../src/protocol/cursor-codec.js'
 
-const PREFIX = 'c1.'
+// The server's own codec (src/protocol/cursor-codec.ts, no dependencies): the two cannot disagree on cursors.
+
+/** "I have seen everything up to `offset` in epoch `epoch`" (docs/protocol.md). */
+export type { Position }
 
 /**
  * Builds an SSE / long-poll cursor from the client's own positions. Cursors are opaque to applications; the
  * official client builds them so that a stream can resume exactly where the application is — also after a switch
- * from another transport. Format (versioned by its prefix): `c1.` + base64url(JSON [[channel, offset, epoch], …]).
+ * from another transport.
  */
 export function encodeCursor (positions: Iterable<[string, Position]>): string {
-  const parts: Array<[string, number, string]> = []
-  for (const [channel, pos] of positions) parts.push([channel, pos.offset, pos.epoch])
-  return PREFIX + toBase64Url(JSON.stringify(parts))
+  return encodeCursorText(positions)
 }
 
-/** Reads a cursor produced by the server; undefined when it is not one this client understands. */
-export function decodeCursor (text: string): Map<string, Position> | undefined {
-  if (!text.startsWith(PREFIX)) return undefined
-  try {
-    const parts: unknown = JSON.parse(fromBase64Url(text.slice(PREFIX.length)))
-    if (!Array.isArray(parts)) return undefined
-    const out = new Map<string, Position>()
-    for (const p of parts) {
-      if (!Array.isArray(p) || typeof p[0] !== 'string' || typeof p[1] !== 'number' || typeof p[2] !== 'string') return undefined
-      out.set(p[0], { offset: p[1], epoch: p[2] })
-    }
-    return out
-  } catch {
-    return undefined
-  }
-}
-
-function toBase64Url (text: string): string {
-  const bytes = new TextEncoder().encode(text)
-  let binary = ''
-  for (const b of bytes) binary += String.fromCharCode(b)
-  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+/**
+ * Reads a cursor the server produced: the positions it holds for `channels` (a cursor names no channel; the
+ * request it came back with does). Undefined when it is not one this client understands.
+ */
+export function decodeCursor (text: string, channels?: Iterable<string>): Map<string, Position> | undefined {
+  const decoded = decodeCursorText(text, channels)
+  return typeof decoded === 'string' ? undefined : decoded
 }
 
 export function fromBase64Url (text: string): string {

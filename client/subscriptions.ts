@@ -136,7 +136,7 @@ export class Subscriptions {
       sub.handleSubscribed({ offset: r.offset, epoch: r.epoch, recovered: false, reason: r.reason, replayed: 0 })
       recovered.add(r.channel)
     }
-    const cursor = decodeCursor(answer.cursor)
+    const cursor = decodeCursor(answer.cursor, channels)
     // Confirm pending subscriptions the server has positioned, before their events.
     for (const channel of channels) {
       const sub = this.subs.get(channel)

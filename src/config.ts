@@ -53,6 +53,7 @@ export const EnvSchema = Type.Object({
   NAMESPACES_FILE: Type.Optional(Type.String({ minLength: 1, description: 'Path of the namespaces file (JSON or YAML; docs/namespaces.md). Unset: every namespace takes the defaults.' })),
   PRESENCE_TTL: Type.Integer({ minimum: 3, maximum: 3600, default: 30, description: 'Seconds a presence entry outlives its node without being refreshed (the bound on ghost members after a crash).' }),
   PRESENCE_BATCH_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 200, description: 'Window (ms) over which join/leave changes are batched into one frame.' }),
+  REQUEST_TIMEOUT: Type.Integer({ minimum: 1, maximum: 600, default: 10, description: 'Seconds a request\'s head and body may take to arrive (slow senders are cut off); streams and long-polls are not limited by it once their request is in. Standalone server; plugin hosts spread heraldServerOptions().' }),
   DRAIN_TIMEOUT: Type.Integer({ minimum: 0, maximum: 600, default: 10, description: 'Seconds a graceful shutdown waits for connections to finish.' })
 })
 
@@ -81,6 +82,7 @@ export interface HeraldConfig {
   wsPingIntervalSeconds: number
   maxBufferBytes: number
   drainTimeoutSeconds: number
+  requestTimeoutSeconds: number
   limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, connectRate: number, connectBurst: number, restMax: number, restWindowSeconds: number, restSyncMs: number }
   ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean }
   /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
@@ -157,6 +159,7 @@ const FIELDS = {
   wsPingIntervalSeconds: 'WS_PING_INTERVAL',
   maxBufferBytes: 'MAX_BUFFER_BYTES',
   drainTimeoutSeconds: 'DRAIN_TIMEOUT',
+  requestTimeoutSeconds: 'REQUEST_TIMEOUT',
   'limits.maxConnections': 'MAX_CONNECTIONS',
   'limits.maxConnectionsPerSub': 'MAX_CONNECTIONS_PER_SUB',
   'limits.wsRate': 'WS_RATE',

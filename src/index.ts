@@ -6,3 +6,4 @@ export { encodeCursor, decodeCursor, type Cursor, type StreamPosition } from './
 export { MemoryBroker, RedisBroker, createBroker, type Broker, type Publication, type PublishRequest, type PublishResult } from './bus/index.js'
 export { Hub, type Sink, type SubscribeResult } from './hub/hub.js'
 export type { Principal } from './auth/permissions.js'
+export { heraldServerOptions, heraldFrameworkErrors } from './server-options.js'

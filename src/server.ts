@@ -4,6 +4,7 @@ import { createSigner } from 'fast-jwt'
 import { ConfigError, configFromEnv, loadEnv, type Env } from './config.js'
 import { devSecret, DEV_SECRET_FILE } from './dev-secret.js'
 import herald from './app.js'
+import { heraldServerOptions } from './server-options.js'
 import { REDACT, serializeRequest } from './logging.js'
 
 function loadOrExit (): Env {
@@ -38,9 +39,7 @@ async function main (): Promise<void> {
         req: serializeRequest
       }
     },
-    bodyLimit: config.maxBodyBytes,
-    // Channel names are up to 128 characters, up to 3× that percent-encoded in a path (Fastify's default is 100).
-    routerOptions: { maxParamLength: 512 },
+    ...heraldServerOptions(config),
     return503OnClosing: true,
     forceCloseConnections: 'idle'
   })

@@ -10,7 +10,8 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import WebSocket from 'ws'
 import herald, { type HeraldOptions } from '../src/app.js'
-import type { DeepPartial, HeraldConfig } from '../src/config.js'
+import { defaultConfig, type DeepPartial, type HeraldConfig } from '../src/config.js'
+import { heraldServerOptions } from '../src/server-options.js'
 import { freePort, hasRedis } from '../bench/lib/procs.js'
 import { checkServerFrame, FrameViolation } from './support/frames.js'
 
@@ -144,7 +145,8 @@ export interface TestApp {
  * otherwise the in-process one.
  */
 export async function startHerald (t: TestContext, opts: { redisUrl?: string, config?: DeepPartial<HeraldConfig>, port?: number, options?: HeraldOptions } = {}): Promise<TestApp> {
-  const app = Fastify({ logger: process.env.HERALD_TEST_LOG === '1' ? { level: 'debug' } : false, forceCloseConnections: true, routerOptions: { maxParamLength: 512 } })
+  // The server options a host is told to give Herald (src/server-options.ts).
+  const app = Fastify({ ...heraldServerOptions(defaultConfig()), logger: process.env.HERALD_TEST_LOG === '1' ? { level: 'debug' } : false, forceCloseConnections: true })
   const config: DeepPartial<HeraldConfig> = {
     jwt: { secret: SECRET, algorithms: ['HS256'] },
     redisUrl: opts.redisUrl,

@@ -288,8 +288,8 @@ test('Redis crash without persistence: the new epoch is announced, resume says r
   await until(() => es.messages.filter((m) => m.data.type === 'event').length === 3, 'EventSource events', 3000)
   const lastEventId = sse.lastEventId
   assert.ok(lastEventId !== undefined)
-  assert.deepEqual(decodeCursor(lastEventId).get(ch), { offset: 3, epoch: e1 })
-  assert.deepEqual(decodeCursor(lastEventId).get(quiet), { offset: 0, epoch: quietEpoch })
+  assert.deepEqual(decodeCursor(lastEventId, [ch, quiet]).get(ch), { offset: 3, epoch: e1 })
+  assert.deepEqual(decodeCursor(lastEventId, [ch, quiet]).get(quiet), { offset: 0, epoch: quietEpoch })
 
   await redis.stop('SIGKILL')
   await until(async () => (await readyz(url)).status === 503, 'readyz to fail while Redis is down', 3000)
@@ -345,8 +345,8 @@ test('Redis crash without persistence: the new epoch is announced, resume says r
   assert.equal(s2.data.reason, 'epoch_changed')
   assert.equal(s2.data.epoch, EMPTY_EPOCH)
   assert.equal(s2.data.offset, 0)
-  assert.deepEqual(decodeCursor(sse2.lastEventId!).get(ch), { offset: 0, epoch: EMPTY_EPOCH }, 'the new id points past the old epoch')
-  assert.deepEqual(decodeCursor(sse2.lastEventId!).get(quiet), { offset: 0, epoch: q2.data.epoch })
+  assert.deepEqual(decodeCursor(sse2.lastEventId!, [ch, quiet]).get(ch), { offset: 0, epoch: EMPTY_EPOCH }, 'the new id points past the old epoch')
+  assert.deepEqual(decodeCursor(sse2.lastEventId!, [ch, quiet]).get(quiet), { offset: 0, epoch: q2.data.epoch })
 
   // The stock EventSource reconnected by itself with its last id and was told the same.
   const esLostAt = await (async () => { await until(() => es.messages.some((m) => m.data.type === 'unsubscribed'), 'EventSource told', RECOVERY_MS); return es.messages.findIndex((m) => m.data.type === 'unsubscribed') })()
@@ -356,7 +356,7 @@ test('Redis crash without persistence: the new epoch is announced, resume says r
   assert.equal(esSub.data.reason, 'epoch_changed')
   assert.equal(esSub.data.epoch, EMPTY_EPOCH)
   assert.equal(es.sentLastEventIds.length >= 2, true)
-  assert.deepEqual(decodeCursor(es.sentLastEventIds[es.sentLastEventIds.length - 1]!).get(ch), { offset: 3, epoch: e1 }, 'it resumed from its last event')
+  assert.deepEqual(decodeCursor(es.sentLastEventIds[es.sentLastEventIds.length - 1]!, [ch]).get(ch), { offset: 3, epoch: e1 }, 'it resumed from its last event')
 
   // Live delivery continues in the new epoch everywhere.
   let e2 = ''

@@ -95,7 +95,7 @@ export class LongPollTransport implements Transport {
       host.pollAnswer(answer, channels.map((c) => c.channel))
       // Channels the server did not position (an older server answered a zero-timeout poll before its subscribe
       // was set up): ask again soon rather than after a full wait.
-      const positioned = decodeCursor(answer.cursor)
+      const positioned = decodeCursor(answer.cursor, channels.map((c) => c.channel))
       wait = channels.every((c) => positioned?.has(c.channel) === true) ? host.settings.pollTimeout : 1
     }
   }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import rateLimit from '../../src/plugins/rate-limit.js'
 import { Errors } from '../../src/errors.js'
+import type { Admission as HeldPlace } from '../../src/session/sessions.js'
 
 /** How a /v1 route admits a request (route `config.admission`). */
 export type Admission =
@@ -12,6 +13,10 @@ export type Admission =
   | 'connection'
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /** The place a connection route's admission holds for this request (routes/v1/autohooks.ts). */
+    admission: HeldPlace | null
+  }
   interface FastifyContextConfig {
     admission?: Admission
     /** The route answers only WebSocket upgrades; a plain GET goes to its handler (426) without admission. */
@@ -25,6 +30,7 @@ declare module 'fastify' {
  */
 export default async function v1Hooks (fastify: FastifyInstance): Promise<void> {
   const sessions = fastify.heraldSessions
+  fastify.decorateRequest('admission', null)
   fastify.addHook('onRequest', async (request) => {
     const admission = request.routeOptions.config.admission ?? 'rest'
     if (admission === 'rest') { await fastify.authenticate(request); return }
@@ -37,7 +43,10 @@ export default async function v1Hooks (fastify: FastifyInstance): Promise<void> 
     }
     const principal = await fastify.authenticate(request)
     if (admission === 'connection') sessions.throttleConnect('sub:' + principal.sub)
-    sessions.admit(principal)
+    const admitted = sessions.admit(principal)
+    request.admission = admitted
+    // Opening the connection takes the place over; a request that ends without one gives it back.
+    request.raw.once('close', admitted.release)
   })
   await fastify.register(rateLimit)
 }

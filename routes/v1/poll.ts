@@ -21,7 +21,7 @@ const pollRoutes: FastifyPluginAsync = async (plain) => {
     const { channel, cursor, timeout } = request.query
     const stream = parseStreamRequest({ maxSubscriptions: config.maxSubscriptions, namespaces }, request.principal!, channel, cursor)
     const seconds = Math.min(timeout ?? 25, config.pollTimeoutMax)
-    const answer = await polls.poll(request.principal!, stream, seconds, (cancel) => reply.raw.on('close', cancel))
+    const answer = await polls.poll(request.principal!, stream, seconds, (cancel) => reply.raw.on('close', cancel), request.admission ?? undefined)
     if ('error' in answer) throw answer.error
     sendJsonText(reply, answer.body)
   })

@@ -28,7 +28,7 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
     const stream = parseStreamRequest({ maxSubscriptions: config.maxSubscriptions, namespaces }, request.principal!, channel, request.headers['last-event-id'] ?? cursor)
     reply.hijack()
     const transport = new SseTransport(reply.raw, metrics.delivered)
-    const session = sessions.open(transport, request.principal!)
+    const session = sessions.open(transport, request.principal!, {}, request.admission ?? undefined)
     transport.attach(session, reply.getHeaders(), config.sseHeartbeatSeconds)
     request.log.info({ client: session.id, sub: session.sub, channels: stream.channels.length, resume: stream.cursor.size }, 'sse open')
     session.send(frame.connected({ client: session.id, sub: session.sub, pingInterval: config.sseHeartbeatSeconds }))

@@ -37,7 +37,7 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       if (raw !== undefined) raw._httpMessage = null // the ServerResponse @fastify/websocket assigned to route the upgrade
       socket.on('error', (err) => { request.log.debug({ err: err.message }, 'websocket error'); socket.terminate() })
       const transport = new WsTransport(socket, metrics.delivered)
-      const session = sessions.open(transport, request.principal!)
+      const session = sessions.open(transport, request.principal!, {}, request.admission ?? undefined)
       transport.attach(session, sessions.commands(session), request.log as unknown as Logger)
       heartbeat.add(transport)
       socket.on('close', () => heartbeat.delete(transport))

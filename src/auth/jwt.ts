@@ -31,7 +31,8 @@ export function principalOf (claims: Record<string, unknown>): Principal {
       throw new Errors.UNAUTHORIZED(`claim "${name}" must be an array of at most ${MAX_PATTERNS} channel patterns (channel characters and *, 1–256 each)`)
     }
   }
-  return { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' ? exp : undefined, info }
+  // NumericDate may have a fraction; whole seconds are what frames and timers carry.
+  return { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' && Number.isFinite(exp) ? Math.floor(exp) : undefined, info }
 }
 
 /**

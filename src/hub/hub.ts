@@ -1,36 +1,15 @@
 import type { Logger } from 'pino'
-import { EMPTY_EPOCH, type Broker, type Publication } from '../bus/broker.js'
+import type { Broker, Publication } from '../bus/broker.js'
 import type { StreamPosition } from '../protocol/cursor.js'
 import type { PresenceTracker } from '../presence/tracker.js'
 import type { Namespaces } from '../namespaces.js'
 import type { Sink, SubscribeResult } from './sink.js'
 import { recoveryFailure } from './recovery.js'
-import { LIVE_BUFFER_MAX, REPLAY_PAGE, REPLAY_PAGE_BYTES, replay, type Subscription } from './replay.js'
+import { REPLAY_PAGE, REPLAY_PAGE_BYTES, replay, type Subscription } from './replay.js'
+import { ChannelState, type HubObserver } from './channel.js'
 import { Errors } from '../errors.js'
 
 export type { Sink, SubscribeResult, RecoveryFailure } from './sink.js'
-
-type Phase = 'activating' | 'live' | 'syncing'
-
-/** Most publications held for a channel while it activates or catches up (see Hub.hold). */
-const MAX_PENDING = 10_000
-
-class ChannelState {
-  phase: Phase = 'activating'
-  /** Last offset dispatched to subscribers, and its epoch. */
-  offset = 0
-  epoch = ''
-  readonly subs = new Map<Sink, Subscription>()
-  /** Publications that arrived while activating or syncing. */
-  pending: Publication[] = []
-  /** Subscribe calls waiting for activation. */
-  waiters = 0
-  /** A reconnect arrived during a catch-up: catch up once more when it ends. */
-  resyncAgain = false
-  ready: Promise<void> = Promise.resolve()
-  retry?: NodeJS.Timeout
-  constructor (readonly name: string) {}
-}
 
 export interface HubOptions {
   broker: Broker
@@ -41,10 +20,7 @@ export interface HubOptions {
   observer?: HubObserver
 }
 
-export interface HubObserver {
-  dispatched: (pub: Publication) => void
-  reconnected: () => void
-}
+export type { HubObserver }
 
 /**
  * Channel -> local subscribers. Subscribes to the bus on the first local subscriber and unsubscribes after
@@ -56,6 +32,8 @@ export class Hub {
   private readonly channels = new Map<string, ChannelState>()
   /** Per channel, the tail of its chain of bus subscribe/unsubscribe calls, so they reach the bus in order. */
   private readonly busOps = new Map<string, Promise<void>>()
+  /** Subscribes under way, per channel with a subscriber cap. */
+  private readonly joining = new Map<string, number>()
 
   constructor (private readonly options: HubOptions) {
     // Presence frames (batched joins and leaves) go to the channel's local subscribers, serialised once.
@@ -92,7 +70,22 @@ export class Hub {
     if (this.channels.get(channel)?.subs.has(sink) === true) throw new Errors.ALREADY_SUBSCRIBED(channel)
     const ns = this.options.namespaces?.of(channel)
     const maxSubscribers = ns?.maxSubscribers ?? 0
-    if (maxSubscribers > 0 && this.subscriberCount(channel) >= maxSubscribers) throw new Errors.CHANNEL_FULL(channel, `${maxSubscribers} subscribers on this node`)
+    if (maxSubscribers === 0) return await this.join(sink, channel, since)
+    // Subscribes still on their way count too, so a burst cannot slip past the cap while they are.
+    const joining = this.joining.get(channel) ?? 0
+    if (this.subscriberCount(channel) + joining >= maxSubscribers) throw new Errors.CHANNEL_FULL(channel, `${maxSubscribers} subscribers on this node`)
+    this.joining.set(channel, joining + 1)
+    try {
+      return await this.join(sink, channel, since)
+    } finally {
+      const left = (this.joining.get(channel) ?? 1) - 1
+      if (left > 0) this.joining.set(channel, left)
+      else this.joining.delete(channel)
+    }
+  }
+
+  private async join (sink: Sink, channel: string, since?: StreamPosition): Promise<SubscribeResult> {
+    const ns = this.options.namespaces?.of(channel)
     const { presence } = this.options
     const member = sink.member !== undefined && presence?.enabled(channel) === true ? sink.member : undefined
     if (member !== undefined && !(await presence!.join(channel, member))) throw new Errors.CHANNEL_FULL(channel, `${ns?.maxMembers ?? 0} members`)
@@ -103,7 +96,11 @@ export class Hub {
       if (member !== undefined) presence!.leave(channel, member)
       throw err
     }
-    if (state.subs.has(sink)) { this.releaseIfIdle(state); throw new Errors.ALREADY_SUBSCRIBED(channel) }
+    if (state.subs.has(sink)) {
+      if (member !== undefined) presence!.leave(channel, member)
+      this.releaseIfIdle(state)
+      throw new Errors.ALREADY_SUBSCRIBED(channel)
+    }
     const sub: Subscription = { offset: state.offset, buffer: null, member }
     if (since === undefined) {
       state.subs.set(sink, sub)
@@ -124,7 +121,7 @@ export class Hub {
         sub,
         current,
         subscribed: (result) => sink.subscribed(result),
-        deliver: (pub) => this.deliverTo(sink, sub, pub, true),
+        deliver: (pub) => state.deliverTo(sink, sub, pub, true),
         lost: (reason) => { this.unsubscribe(sink, channel); sink.lost(channel, reason) },
         turn: sink.replayTurn?.bind(sink) ?? (async () => () => {}),
         warn: (msg, err) => this.options.log.warn({ err: (err as Error).message, channel }, msg)
@@ -162,7 +159,7 @@ export class Hub {
   private async activate (channel: string): Promise<ChannelState> {
     let state = this.channels.get(channel)
     if (state === undefined) {
-      const created = new ChannelState(channel)
+      const created = new ChannelState(channel, this.options.observer)
       state = created
       this.channels.set(channel, created)
       created.ready = this.busOp(channel, () => this.options.broker.subscribe(channel)).then(async () => {
@@ -208,56 +205,8 @@ export class Hub {
   private onPublication (pub: Publication): void {
     const state = this.channels.get(pub.channel)
     if (state === undefined) return
-    if (state.phase !== 'live') { this.hold(state, pub); return }
-    this.accept(state, pub)
-  }
-
-  /**
-   * Keeps a publication that arrived while the channel is activating or catching up. Bounded: history is the
-   * source of truth, so past the bound the held ones are let go and a catch-up reads them again.
-   */
-  private hold (state: ChannelState, pub: Publication): void {
-    if (state.pending.push(pub) > MAX_PENDING) {
-      state.pending = []
-      state.resyncAgain = true
-    }
-  }
-
-  private accept (state: ChannelState, pub: Publication): void {
-    // The first event of a stream created since the channel went live (it was at the empty position).
-    if (state.offset === 0 && state.epoch === EMPTY_EPOCH && pub.offset === 1) state.epoch = pub.epoch
-    if (pub.epoch === state.epoch) {
-      if (pub.offset <= state.offset) return // already dispatched (replayed by a resync)
-      if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub); return }
-    }
-    // A gap or a new epoch: hold this one and catch up from history first.
-    this.hold(state, pub)
-    this.resync(state)
-  }
-
-  private dispatch (state: ChannelState, pub: Publication): void {
-    this.options.observer?.dispatched(pub)
-    for (const [sink, sub] of state.subs) {
-      if (sub.buffer === null) {
-        if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
-      } else if (sub.buffer.push(pub) > 2 * LIVE_BUFFER_MAX) {
-        // A replay that cannot keep up holds only the newest; it reads the rest from history.
-        sub.buffer.splice(0, sub.buffer.length - LIVE_BUFFER_MAX)
-      }
-    }
-  }
-
-  private deliverTo (sink: Sink, sub: Subscription, pub: Publication, replay = false): void {
-    if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub, replay) }
-  }
-
-  private drainPending (state: ChannelState): void {
-    const pending = state.pending
-    state.pending = []
-    for (let i = 0; i < pending.length; i++) {
-      if (state.phase !== 'live') { state.pending.push(...pending.slice(i)); return }
-      this.accept(state, pending[i])
-    }
+    if (state.phase !== 'live') { state.hold(pub); return }
+    if (state.accept(pub)) this.resync(state)
   }
 
   /**
@@ -265,6 +214,10 @@ export class Hub {
    * and dispatches it before anything newer. If the stream was reset (new epoch) or history no longer reaches
    * back, every subscriber is told it lost its place.
    */
+  private drainPending (state: ChannelState): void {
+    if (state.drainPending()) this.resync(state)
+  }
+
   private resync (state: ChannelState, retrying = false): void {
     if (state.phase === 'syncing' && !retrying) return
     state.phase = 'syncing'
@@ -293,7 +246,7 @@ export class Hub {
       // From the empty position, the stream the first publish created is this channel's now.
       state.epoch = top.epoch
       for (const pub of publications) {
-        if (pub.offset === state.offset + 1) { state.offset = pub.offset; this.dispatch(state, pub) }
+        if (pub.offset === state.offset + 1) { state.offset = pub.offset; state.dispatch(pub) }
       }
       state.phase = 'live'
       // A page that did not reach the top (limit) or a reconnect meanwhile: catch up once more.

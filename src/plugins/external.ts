@@ -14,7 +14,8 @@ export default fp(async function externalPlugins (fastify) {
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } }
     }
   })
-  await fastify.register(fastifyCors, { origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, exposedHeaders: ['Retry-After'] })
+  // An OPTIONS request that is no preflight gets the same empty answer rather than a text/plain 400.
+  await fastify.register(fastifyCors, { origin: config.corsOrigins === '*' ? '*' : config.corsOrigins, exposedHeaders: ['Retry-After'], strictPreflight: false })
   // A host application may have registered it already (one upgrade handler per server).
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(fastifyWebsocket, {

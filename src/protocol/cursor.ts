@@ -1,60 +1,45 @@
 import { Errors } from '../errors.js'
-import { isValidChannel } from './channel.js'
+import { channelKey, decodeCursorText, encodeCursorText, encodeEntries, type Position } from './cursor-codec.js'
 
 /** Where a reader stands in one channel's stream: the last offset it has seen, in which epoch. */
-export interface StreamPosition { offset: number, epoch: string }
+export type StreamPosition = Position
 
 /**
- * An SSE `id:` / long-poll `cursor`: the positions of all channels of one stream, so that any node can
- * resume it without a sticky session. Format: `c1.` + base64url(JSON `[[channel, offset, epoch], ...]`).
- * Opaque to clients; they only store and send it back.
+ * An SSE `id:` / long-poll `cursor`: the positions of all channels of one stream, so that any node can resume it
+ * without a sticky session. Opaque to clients; they store it and send it back. Format: protocol/cursor-codec.ts.
  */
 export type Cursor = Map<string, StreamPosition>
 
-const PREFIX = 'c1.'
-const MAX_CURSOR_LENGTH = 16384
+/** Longest cursor read: room for every channel a request may carry, and never less than the old format needed. */
+function maxLength (channels: number): number { return Math.max(16384, 96 * channels + 16) }
 
-export function encodeCursor (cursor: Cursor): string {
-  const parts: Array<[string, number, string]> = []
-  for (const [channel, pos] of cursor) parts.push([channel, pos.offset, pos.epoch])
-  return PREFIX + Buffer.from(JSON.stringify(parts)).toString('base64url')
-}
+export function encodeCursor (cursor: Cursor): string { return encodeCursorText(cursor) }
 
-/** Parses a cursor or throws HERALD_ERR_BAD_CURSOR saying what is wrong with it. */
-export function decodeCursor (text: string): Cursor {
-  if (text.length > MAX_CURSOR_LENGTH) throw new Errors.BAD_CURSOR('too long')
-  if (!text.startsWith(PREFIX)) throw new Errors.BAD_CURSOR('unknown format')
-  let parts: unknown
-  try {
-    parts = JSON.parse(Buffer.from(text.slice(PREFIX.length), 'base64url').toString('utf8'))
-  } catch {
-    throw new Errors.BAD_CURSOR('not decodable')
-  }
-  if (!Array.isArray(parts)) throw new Errors.BAD_CURSOR('not a list')
-  const cursor: Cursor = new Map()
-  for (const p of parts) {
-    if (!Array.isArray(p) || p.length !== 3 || !isValidChannel(p[0]) || !Number.isSafeInteger(p[1]) || p[1] < 0 ||
-      typeof p[2] !== 'string' || p[2].length === 0 || p[2].length > 64) {
-      throw new Errors.BAD_CURSOR('malformed position')
-    }
-    cursor.set(p[0], { offset: p[1], epoch: p[2] })
-  }
-  return cursor
+/** The positions a cursor holds for `channels`, or HERALD_ERR_BAD_CURSOR saying what is wrong with it. */
+export function decodeCursor (text: string, channels: readonly string[]): Cursor {
+  if (text.length > maxLength(channels.length)) throw new Errors.BAD_CURSOR('too long')
+  const decoded = decodeCursorText(text, channels)
+  if (typeof decoded === 'string') throw new Errors.BAD_CURSOR(decoded)
+  return decoded
 }
 
 /**
- * The positions of one stream (an SSE stream, a long-poll session), moved as its frames go out, and encoded
- * for its SSE ids and long-poll answers. The encoding is kept until the next move.
+ * The positions of one stream (an SSE stream, a long-poll session), moved as its frames go out, and encoded for
+ * its SSE ids and long-poll answers. Each channel's entry is kept encoded, so a move re-encodes one entry and the
+ * cursor is a join of the rest (an SSE event costs one short string per channel, not a JSON and base64 pass).
  */
 export class StreamCursor {
   private readonly positions: Cursor = new Map()
+  /** Per channel, its encoded entry, and its key (hashed once). */
+  private readonly entries = new Map<string, string>()
+  private readonly keys = new Map<string, string>()
   private encoded: string | undefined
 
   get (channel: string): StreamPosition | undefined { return this.positions.get(channel) }
 
   set (channel: string, pos: StreamPosition): void {
     this.positions.set(channel, { offset: pos.offset, epoch: pos.epoch })
-    this.encoded = undefined
+    this.entry(channel, pos.offset, pos.epoch)
   }
 
   /** Past one event of `channel`. */
@@ -62,11 +47,18 @@ export class StreamCursor {
     const pos = this.positions.get(channel)
     if (pos !== undefined && pos.epoch === epoch) pos.offset = offset
     else this.positions.set(channel, { offset, epoch })
+    this.entry(channel, offset, epoch)
+  }
+
+  private entry (channel: string, offset: number, epoch: string): void {
+    let key = this.keys.get(channel)
+    if (key === undefined) this.keys.set(channel, key = channelKey(channel))
+    this.entries.set(channel, key + '~' + offset.toString(36) + '~' + epoch)
     this.encoded = undefined
   }
 
   encode (): string {
-    this.encoded ??= encodeCursor(this.positions)
+    this.encoded ??= encodeEntries(this.entries.values())
     return this.encoded
   }
 }

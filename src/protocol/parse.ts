@@ -21,7 +21,7 @@ export function parseClientFrame (text: string): ParsedFrame {
     return { ok: false, error: new Errors.BAD_FRAME('client', 'a frame is a JSON object with a "type"') }
   }
   const obj = value as Record<string, unknown>
-  const id = typeof obj.id === 'string' && obj.id.length >= 1 && obj.id.length <= 128 ? obj.id : undefined
+  const id = typeof obj.id === 'string' && isFrameId(obj.id) ? obj.id : undefined
   const channel = typeof obj.channel === 'string' && isValidChannel(obj.channel) ? obj.channel : undefined
   const type = obj.type
   if (typeof type !== 'string' || !Object.hasOwn(clientFrameCheckers, type)) {
@@ -37,4 +37,12 @@ export function parseClientFrame (text: string): ParsedFrame {
     return { ok: false, error: new Errors.BAD_FRAME(type, where), id, channel }
   }
   return { ok: true, frame: obj as ClientFrame }
+}
+
+/** 1–128 characters, counted as the schema counts them (code points, not UTF-16 units). */
+function isFrameId (id: string): boolean {
+  if (id.length === 0 || id.length > 256) return false
+  let n = 0
+  for (const _ of id) if (++n > 128) return false
+  return true
 }

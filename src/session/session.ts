@@ -62,6 +62,9 @@ export class Session implements Sink, Connection, OutboxTarget {
   /** Where a one-way transport's stream stands per channel: SSE ids and long-poll cursors carry it. */
   readonly cursor = new StreamCursor()
   private readonly subs = new Map<string, SubState>()
+  /** Per channel, the subscribe attempt under way (serialised), and the state the hub is setting up now. */
+  private readonly attempts = new Map<string, Promise<SubscribeResult>>()
+  private readonly running = new Map<string, SubState>()
   private readonly outbox: Outbox
   private expiry?: NodeJS.Timeout
   private presenceMember?: PresenceMember
@@ -109,10 +112,27 @@ export class Session implements Sink, Connection, OutboxTarget {
     if (this.subs.size >= this.services.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(this.services.maxSubscriptions)
     const state: SubState = { active: false, ns }
     this.subs.set(channel, state)
-    return this.services.hub.subscribe(this, channel, since).catch((err: unknown) => {
+    // One attempt per channel at a time: a subscribe after an unsubscribe of one still being set up waits for it
+    // (which then undoes itself), so the hub never holds two for this session, nor one the session forgot.
+    const before = this.attempts.get(channel)
+    const attempt = (before === undefined ? Promise.resolve() : before.catch(() => {})).then(async () => {
+      if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
+      this.running.set(channel, state)
+      let result: SubscribeResult
+      try {
+        result = await this.services.hub.subscribe(this, channel, since)
+      } finally {
+        this.running.delete(channel)
+      }
+      // Unsubscribed while it was being set up: it was undone (see subscribed); say so rather than ack it.
+      if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
+      return result
+    })
+    this.attempts.set(channel, attempt)
+    return attempt.catch((err: unknown) => {
       if (this.subs.get(channel) === state) this.subs.delete(channel)
       throw err
-    })
+    }).finally(() => { if (this.attempts.get(channel) === attempt) this.attempts.delete(channel) })
   }
 
   /** Ends a subscription, telling the client why (`client`, `forbidden`, …); false when there was none. */
@@ -147,9 +167,9 @@ export class Session implements Sink, Connection, OutboxTarget {
   // ---- Sink (the hub) ----
 
   subscribed (result: SubscribeResult): void {
-    // Closed or unsubscribed while the hub was still setting the subscription up: undo it.
-    const state = this.subs.get(result.channel)
-    if (this.ended || state === undefined) { this.services.hub.unsubscribe(this, result.channel); return }
+    // Closed or unsubscribed (and perhaps subscribed anew) while the hub was still setting it up: undo it.
+    const state = this.running.get(result.channel)
+    if (this.ended || state === undefined || this.subs.get(result.channel) !== state) { this.services.hub.unsubscribe(this, result.channel); return }
     state.active = true
     this.outbox.control(frame.subscribed(result), result)
   }

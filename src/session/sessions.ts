@@ -8,6 +8,9 @@ import { Commands, type CommandServices } from './commands.js'
 import { SessionRegistry } from './registry.js'
 import { KeyedBuckets } from './admission.js'
 
+/** A place held for an admitted connection until it is open (or its request ends). */
+export interface Admission { release: () => void }
+
 export interface AdmissionLimits {
   maxConnections: number
   maxConnectionsPerSub: number
@@ -27,6 +30,9 @@ export class Sessions {
   /** True once shutdown began: readyz fails, new connections are refused, existing ones are ended. */
   draining = false
   private readonly drainListeners: Array<() => void> = []
+  /** Places held by admitted connections not open yet (see admit). */
+  private reserved = 0
+  private readonly reservedBySub = new Map<string, number>()
   /** Connection churn per client IP (`ip:…`) and per subject (`sub:…`). */
   private readonly connects: KeyedBuckets
 
@@ -45,9 +51,11 @@ export class Sessions {
     if (!this.connects.take(key)) throw new Errors.RATE_LIMITED(`1s (new connections of ${key.startsWith('ip:') ? 'this address' : 'this subject'})`)
   }
 
-  /** A new session on `transport` for `principal`; see Session for the options. */
-  open (transport: Transport, principal: Principal, options: SessionOptions = {}): Session {
-    return new Session({ ...this.services, registry: this.registry }, transport, principal, options)
+  /** A new session on `transport` for `principal` (taking over the place its admission held); see Session for the options. */
+  open (transport: Transport, principal: Principal, options: SessionOptions = {}, admission?: Admission): Session {
+    const session = new Session({ ...this.services, registry: this.registry }, transport, principal, options)
+    admission?.release()
+    return session
   }
 
   /** The handler of a two-way session's client frames. */
@@ -64,12 +72,30 @@ export class Sessions {
     if (!allowed.includes(origin)) throw new Errors.ORIGIN_NOT_ALLOWED(describe(origin))
   }
 
-  /** Refuses a new connection while draining, or over the node's or the subject's connection limit. */
-  admit (principal: Principal): void {
+  /**
+   * Admits a new connection — or refuses it while draining, or over the node's or the subject's connection limit —
+   * and holds its place until it is open (`release` then, or when the request ends without one), so that a burst of
+   * connections still on their way cannot slip past the limits together.
+   */
+  admit (principal: Principal): Admission {
     if (this.draining) throw new Errors.DRAINING()
     const { maxConnections, maxConnectionsPerSub } = this.limits
-    if (this.registry.count() >= maxConnections) throw new Errors.TOO_MANY_CONNECTIONS(`${maxConnections} on this node`)
-    if (this.registry.countOf(principal.sub) >= maxConnectionsPerSub) throw new Errors.TOO_MANY_CONNECTIONS(`${maxConnectionsPerSub} for ${principal.sub} on this node`)
+    const sub = principal.sub
+    if (this.registry.count() + this.reserved >= maxConnections) throw new Errors.TOO_MANY_CONNECTIONS(`${maxConnections} on this node`)
+    if (this.registry.countOf(sub) + (this.reservedBySub.get(sub) ?? 0) >= maxConnectionsPerSub) throw new Errors.TOO_MANY_CONNECTIONS(`${maxConnectionsPerSub} for ${sub} on this node`)
+    this.reserved++
+    this.reservedBySub.set(sub, (this.reservedBySub.get(sub) ?? 0) + 1)
+    let held = true
+    return {
+      release: () => {
+        if (!held) return
+        held = false
+        this.reserved--
+        const n = (this.reservedBySub.get(sub) ?? 1) - 1
+        if (n > 0) this.reservedBySub.set(sub, n)
+        else this.reservedBySub.delete(sub)
+      }
+    }
   }
 
   /** Also called on drain: for state that is not a connection (long-poll sessions between polls). */

@@ -2,7 +2,7 @@ import type { Publication } from '../bus/broker.js'
 import type { SubscribeResult } from '../hub/sink.js'
 import type { Principal } from '../auth/permissions.js'
 import type { Session } from '../session/session.js'
-import type { Sessions } from '../session/sessions.js'
+import type { Admission, Sessions } from '../session/sessions.js'
 import type { Connection } from '../session/registry.js'
 import type { StreamRequest } from './stream-request.js'
 import type { DeliveryCounts, Transport } from './transport.js'
@@ -198,12 +198,13 @@ export class PollSessions {
 
   get size (): number { return this.all.size }
 
-  /** Waits for the answer to one poll (admitted already: sessions.admit). */
-  poll (principal: Principal, request: StreamRequest, timeoutSeconds: number, onClose: (cancel: () => void) => void): Promise<PollAnswer> {
+  /** Waits for the answer to one poll (admitted already: its waiting takes over the place `admission` holds). */
+  poll (principal: Principal, request: StreamRequest, timeoutSeconds: number, onClose: (cancel: () => void) => void, admission?: Admission): Promise<PollAnswer> {
     const key = keyOf(request.channels, (channel) => request.cursor.get(channel))
     const transport = this.byKey.get(key) ?? this.start(principal, request, key)
     return new Promise((resolve) => {
       const { cancel } = transport.wait(principal, timeoutSeconds, resolve)
+      admission?.release()
       onClose(cancel)
     })
   }

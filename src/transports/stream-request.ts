@@ -23,13 +23,6 @@ export function parseStreamRequest (limits: { maxSubscriptions: number, namespac
   for (const channel of channels) if (!isValidChannel(channel)) throw new Errors.BAD_CHANNEL(describe(channel))
   for (const channel of channels) if (!can(principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
   for (const channel of channels) limits.namespaces.require(channel)
-  const cursor: Cursor = new Map()
-  if (cursorText !== undefined && cursorText !== '') {
-    const decoded = decodeCursor(cursorText)
-    for (const channel of channels) {
-      const pos = decoded.get(channel)
-      if (pos !== undefined) cursor.set(channel, pos)
-    }
-  }
+  const cursor: Cursor = cursorText !== undefined && cursorText !== '' ? decodeCursor(cursorText, channels) : new Map()
   return { channels, cursor }
 }
