@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { ErrorBody, StreamQuery } from '../../src/schemas.js'
 import { CloseCodes } from '../../src/protocol/codes.js'
+import { asHeraldError, errorBody, isTemporary } from '../../src/errors.js'
 import { frame } from '../../src/protocol/frames.js'
 import { SseTransport } from '../../src/transports/sse.js'
 import { parseStreamRequest } from '../../src/transports/stream-request.js'
@@ -21,7 +22,7 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
       querystring: StreamQuery,
       headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
       produces: ['text/event-stream'],
-      response: { 200: Type.String({ description: 'text/event-stream' }), 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody, 503: ErrorBody }
+      response: { 200: Type.String({ description: 'text/event-stream' }), 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 409: ErrorBody, 429: ErrorBody, 503: ErrorBody }
     }
   }, async (request, reply) => {
     const { channel, cursor } = request.query
@@ -33,13 +34,22 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
     request.log.info({ client: session.id, sub: session.sub, channels: stream.channels.length, resume: stream.cursor.size }, 'sse open')
     session.send(frame.connected({ client: session.id, sub: session.sub, pingInterval: config.sseHeartbeatSeconds }))
     for (const [ch, pos] of stream.cursor) session.cursor.set(ch, pos)
-    for (const ch of stream.channels) {
-      session.subscribe(ch, stream.cursor.get(ch)).catch((err: unknown) => {
-        if (session.closed) return
-        session.fail(err, undefined, ch)
-        session.close(CloseCodes.SERVICE_RESTART, 'subscribe failed')
-      })
+    // The stream opens once every channel is subscribed, so that a refusal can still be an HTTP error.
+    const results = await Promise.allSettled(stream.channels.map(async (ch) => await session.subscribe(ch, stream.cursor.get(ch))))
+    const failed = stream.channels.findIndex((_, i) => results[i].status === 'rejected')
+    if (failed === -1 || session.closed) { transport.open(); return }
+    const err = asHeraldError((results[failed] as PromiseRejectedResult).reason)
+    if (isTemporary(err)) {
+      // It may pass: the stream opens, says why, and ends with a code that tells the client to come back.
+      transport.open()
+      session.fail(err, undefined, stream.channels[failed])
+      session.close(CloseCodes.SERVICE_RESTART, 'subscribe failed: ' + err.code)
+      return
     }
+    // It will not pass by itself (a full channel, a refused namespace): an HTTP error, which stops an EventSource.
+    metrics.errors.inc({ code: err.code })
+    session.gone('refused: ' + err.code)
+    transport.refuse(err.statusCode, JSON.stringify(errorBody(err)))
   })
 }
 

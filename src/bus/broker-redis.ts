@@ -123,7 +123,7 @@ export class RedisBroker implements Broker {
   private connectedOnce = false
 
   constructor (private readonly options: RedisBrokerOptions) {
-    this.redis = new RedisPair(options.url, 'herald-bus', options.log, { cmd: { commandTimeout: options.commandTimeoutMs ?? 5000 }, sub: { commandTimeout: undefined } })
+    this.redis = new RedisPair(options.url, 'herald-bus', options.log, { cmd: { commandTimeout: options.commandTimeoutMs ?? 5000 }, sub: { commandTimeout: options.commandTimeoutMs ?? 5000 } })
     this.cmd = this.redis.cmd as RedisWithScripts
     this.sub = this.redis.sub
     this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: PUBLISH_LUA })

@@ -106,7 +106,7 @@ export class RedisPresence implements PresenceStore {
   private handler: (change: PresenceChange) => void = () => {}
 
   constructor (private readonly options: RedisPresenceOptions) {
-    this.redis = new RedisPair(options.url, 'herald-presence', options.log, { sub: { commandTimeout: undefined } })
+    this.redis = new RedisPair(options.url, 'herald-presence', options.log)
     this.cmd = this.redis.cmd as RedisWithPresence
     for (const [name, lua] of [['presenceJoin', JOIN], ['presenceLeave', LEAVE], ['presenceRefresh', REFRESH], ['presenceList', LIST], ['presenceCount', COUNT]]) {
       this.cmd.defineCommand(name, { numberOfKeys: 4, lua })

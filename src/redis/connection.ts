@@ -32,7 +32,8 @@ export async function busCall<T> (fn: () => Promise<T>): Promise<T> {
 /**
  * The two connections every Redis-backed service keeps: `cmd` for commands and scripts, and `sub`, in subscriber
  * mode, for pub/sub. Errors are logged (at warn) rather than thrown: ioredis reconnects by itself, and a command
- * during an outage fails at once (see redisOptions).
+ * during an outage fails at once (see redisOptions). Both have a command timeout: a Redis that hangs (SIGSTOP, a
+ * long script) must not leave a subscribe waiting forever — the client gets an error, and asks again.
  */
 export class RedisPair {
   readonly cmd: Redis

@@ -19,30 +19,57 @@ export class SseTransport implements Transport {
   private session?: Session
   private heartbeat?: NodeJS.Timeout
   private ended = false
-  /** The reconnect delay hint, sent with the first message (one write for both). */
-  private prelude = 'retry: 1000\n'
+  /** Messages written before the stream opened (while its subscriptions are set up), and their bytes. */
+  private early: string[] | undefined = ['retry: 1000\n']
+  private earlyBytes = 0
 
   constructor (private readonly res: ServerResponse, private readonly delivered: DeliveryCounts) {}
 
-  /** Starts the stream (the headers, the `retry:` hint) and its heartbeat comments; ties its end to the session. */
+  private headers: Record<string, string | number | string[] | undefined> = {}
+  private heartbeatSeconds = 15
+
+  /** Ties the stream's end to its session; `headers` (CORS) go out with the head. Messages wait until `open`. */
   attach (session: Session, headers: Record<string, string | number | string[] | undefined>, heartbeatSeconds: number): void {
     this.session = session
-    this.res.writeHead(200, {
-      ...headers,
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no'
-    })
-    this.res.socket?.setNoDelay(true)
-    this.heartbeat = setInterval(() => this.write(': hb\n\n'), heartbeatSeconds * 1000).unref()
+    this.headers = headers
+    this.heartbeatSeconds = heartbeatSeconds
     this.res.on('close', () => {
       this.stop()
       session.gone('client closed the stream')
     })
   }
 
-  buffered (): number { return this.res.writableLength }
+  /** Starts the stream: the head, what waited, then heartbeat comments every SSE_HEARTBEAT seconds. */
+  open (): void {
+    if (this.ended || this.early === undefined) return
+    this.res.writeHead(200, {
+      ...this.headers,
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no'
+    })
+    this.res.socket?.setNoDelay(true)
+    const early = this.early.join('')
+    this.early = undefined
+    this.earlyBytes = 0
+    this.res.write(early)
+    this.heartbeat = setInterval(() => this.write(': hb\n\n'), this.heartbeatSeconds * 1000).unref()
+  }
+
+  /**
+   * Answers the request with an HTTP error instead of a stream (its session already gone): a stock EventSource
+   * gives up on an error status, where it would reconnect forever to a stream that ends.
+   */
+  refuse (status: number, body: string): void {
+    if (this.ended || this.early === undefined) return
+    this.stop()
+    this.early = undefined
+    this.res.writeHead(status, { ...this.headers, 'content-type': 'application/json; charset=utf-8' })
+    this.res.end(body)
+  }
+
+  buffered (): number { return this.res.writableLength + this.earlyBytes }
 
   send (text: string): void { this.write('data: ' + text + '\n\n') }
 
@@ -55,6 +82,7 @@ export class SseTransport implements Transport {
 
   /** The `disconnect` message (with the code and whether to reconnect), then the end of the stream. */
   close (code: number, reason: string): void {
+    this.open()
     this.send(frame.disconnect(code, reason))
     this.stop()
     this.res.end()
@@ -63,7 +91,7 @@ export class SseTransport implements Transport {
 
   private write (text: string): void {
     if (this.ended) return
-    if (this.prelude !== '') { text = this.prelude + text; this.prelude = '' }
+    if (this.early !== undefined) { this.early.push(text); this.earlyBytes += text.length; return }
     this.res.write(text)
   }
 
