@@ -347,12 +347,13 @@ function machine (lim: ReturnType<typeof fdLimits>): BenchResults['machine'] {
 function heraldVersion (): BenchResults['herald'] {
   const git = (...args: string[]): string | undefined => {
     const r = spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' })
-    return r.status === 0 ? r.stdout.trim() : undefined
+    return r.status === 0 ? r.stdout : undefined
   }
-  const commit = git('rev-parse', 'HEAD')
+  const commit = git('rev-parse', 'HEAD')?.trim()
   if (commit === undefined) return undefined
+  // Porcelain lines are `XY path`: not trimmed before the cut, or the first path loses its first letter.
   const dirty = (git('status', '--porcelain', '--', 'src', 'routes') ?? '').split('\n').filter(Boolean).map((l) => l.slice(3))
-  return { commit, subject: git('log', '-1', '--format=%s') ?? '', dirty }
+  return { commit, subject: git('log', '-1', '--format=%s')?.trim() ?? '', dirty }
 }
 
 function template (): string {

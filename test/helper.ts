@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { tmpdir } from 'node:os'
@@ -12,7 +12,7 @@ import WebSocket from 'ws'
 import herald, { type HeraldOptions } from '../src/app.js'
 import { defaultConfig, type DeepPartial, type HeraldConfig } from '../src/config.js'
 import { heraldServerOptions } from '../src/server-options.js'
-import { freePort, hasRedis } from '../bench/lib/procs.js'
+import { builtServer, freePort, hasRedis } from '../bench/lib/procs.js'
 import { checkServerFrame, FrameViolation } from './support/frames.js'
 
 export { freePort }
@@ -21,16 +21,6 @@ export const SECRET = 'test-secret-0123456789abcdef'
 
 /** The repository's root (where package.json is). */
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
-
-function newestMtime (dir: string): number {
-  let newest = 0
-  for (const name of readdirSync(dir)) {
-    const path = join(dir, name)
-    const st = statSync(path)
-    newest = Math.max(newest, st.isDirectory() ? newestMtime(path) : name.endsWith('.ts') ? st.mtimeMs : 0)
-  }
-  return newest
-}
 
 let compiledFresh: boolean | undefined
 
@@ -41,14 +31,7 @@ let compiledFresh: boolean | undefined
  */
 export function entryArgs (entry: 'src/server.ts' | 'src/cli/token.ts'): string[] {
   const built = join(ROOT, 'dist', entry.replace(/\.ts$/, '.js'))
-  if (compiledFresh === undefined) {
-    try {
-      const builtAt = statSync(join(ROOT, 'dist', 'src', 'server.js')).mtimeMs
-      compiledFresh = ['src', 'routes', 'client'].every((dir) => newestMtime(join(ROOT, dir)) <= builtAt)
-    } catch {
-      compiledFresh = false
-    }
-  }
+  compiledFresh ??= builtServer(ROOT).fresh
   if (compiledFresh) return [built]
   return ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href, join(ROOT, entry)]
 }

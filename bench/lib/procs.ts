@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { createRequire } from 'node:module'
-import { mkdtempSync, rmSync, openSync, closeSync, readFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, openSync, closeSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sleep } from './publisher.js'
@@ -111,4 +111,29 @@ export function machineBusySeconds (): number | undefined {
   } catch {
     return undefined
   }
+}
+
+function newestMtime (dir: string): number {
+  let newest = 0
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name)
+    const st = statSync(path)
+    newest = Math.max(newest, st.isDirectory() ? newestMtime(path) : name.endsWith('.ts') ? st.mtimeMs : 0)
+  }
+  return newest
+}
+
+/**
+ * Whether the built server (dist/src/server.js) is newer than every .ts file of src/, routes/ and client/ — what
+ * the tests and the soak run then (the production artifact); `stale` names the directories that are newer.
+ */
+export function builtServer (root: string): { fresh: boolean, stale: string[], missing: boolean } {
+  let builtAt: number
+  try {
+    builtAt = statSync(join(root, 'dist', 'src', 'server.js')).mtimeMs
+  } catch {
+    return { fresh: false, stale: [], missing: true }
+  }
+  const stale = ['src', 'routes', 'client'].filter((dir) => newestMtime(join(root, dir)) > builtAt)
+  return { fresh: stale.length === 0, stale, missing: false }
 }

@@ -10,9 +10,9 @@ export interface Panel { title: string, unit: string, log?: boolean, series: Ser
 const W = 520
 const H = 300
 const M = { top: 44, right: 16, bottom: 64, left: 64 }
-const FONT = 'font-family="Helvetica, Arial, sans-serif"'
+export const FONT = 'font-family="Helvetica, Arial, sans-serif"'
 
-function esc (s: string): string {
+export function esc (s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 }
 
@@ -94,12 +94,17 @@ function panel (p: Panel, x0: number, y0: number): string {
 
 /** Panels in a grid of `columns`, with a title line on top. */
 export function chart (title: string, panels: Panel[], columns = 2): string {
-  const rows = Math.ceil(panels.length / columns)
-  const width = columns * W + (columns + 1) * 10
-  const height = rows * H + (rows + 1) * 10 + 30
-  const parts = panels.map((p, i) => panel(p, 10 + (i % columns) * (W + 10), 40 + Math.floor(i / columns) * (H + 10)))
+  return grid(title, panels.length, columns, W, H, (i, x, y) => panel(panels[i], x, y))
+}
+
+/** An SVG of `count` panels of `w`×`h` in a grid of `columns` under a title; `draw` renders panel `i` at (x, y). */
+export function grid (title: string, count: number, columns: number, w: number, h: number, draw: (i: number, x: number, y: number) => string): string {
+  const rows = Math.ceil(count / columns)
+  const width = columns * w + (columns + 1) * 10
+  const height = rows * h + (rows + 1) * 10 + 30
+  const parts = Array.from({ length: count }, (_, i) => draw(i, 10 + (i % columns) * (w + 10), 40 + Math.floor(i / columns) * (h + 10)))
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">\n` +
-    `<rect width="100%" height="100%" fill="#fafafa"/>\n` +
+    '<rect width="100%" height="100%" fill="#fafafa"/>\n' +
     `<text x="${width / 2}" y="26" text-anchor="middle" font-size="16" font-weight="bold" ${FONT}>${esc(title)}</text>\n` +
     parts.join('\n') + '\n</svg>\n'
 }

@@ -10,7 +10,8 @@ import { defaultConfig, type HeraldConfig } from '../../src/config.js'
 import { CloseCodes } from '../../src/protocol/codes.js'
 import { ServerFrames } from '../../src/protocol/frames.js'
 import { clientFrameCheckers, type ClientFrameType } from '../../src/protocol/client-frames.js'
-import { SECRET, startHerald, token, until, type Frame, type TestApp } from '../helper.js'
+import { SECRET, startHerald, token, type Frame, type TestApp } from '../helper.js'
+import { leftovers, settled } from '../support/fuzz.js'
 
 // Property-based fuzzing of the WebSocket protocol (docs/protocol.md), on real sockets against a real Herald with the
 // in-process bus. Every client frame type — subscribe, unsubscribe, publish, ping, presence, refresh — is sent
@@ -358,27 +359,6 @@ function channelOf (v: unknown): string | undefined {
 const short = (text: string): string => text.length > 300 ? `${text.slice(0, 200)}… (${text.length} chars) …${text.slice(-60)}` : text
 const isAnswer = (f: Frame): boolean => f.type === 'ack' || f.type === 'error' || f.type === 'pong'
 
-/** Why the node is not back to zero, or undefined when it is. */
-async function leftovers (app: TestApp['app']): Promise<string | undefined> {
-  const h = app.herald
-  const presence: string[] = []
-  for (const channel of PRESENCE_CHANNELS) {
-    const count = await h.presence?.store.count(channel)
-    if (count !== undefined && (count.members !== 0 || count.connections !== 0)) presence.push(`${channel}: ${JSON.stringify(count)}`)
-  }
-  const state = { connections: h.connections.count(), subscriptions: h.hub.subscriptionCount, channels: h.hub.channelCount }
-  if (state.connections === 0 && state.subscriptions === 0 && state.channels === 0 && presence.length === 0) return undefined
-  return JSON.stringify(state) + (presence.length > 0 ? ' presence ' + presence.join(', ') : '')
-}
-
-async function settled (check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  try {
-    await until(check, 'settled', ms)
-    return true
-  } catch {
-    return false
-  }
-}
 
 const frameCheckers = new Map(Object.entries(ServerFrames).map(([type, schema]) => [type, Compile(schema as TSchema)]))
 
@@ -565,7 +545,7 @@ async function check ({ app, wsUrl }: TestApp, sc: Scenario): Promise<void> {
     await Promise.all(clients.map(async (c) => { await c.close() }))
   }
   let why: string | undefined
-  const zero = await settled(async () => (why = await leftovers(app)) === undefined, 3000)
+  const zero = await settled(async () => (why = await leftovers(app, PRESENCE_CHANNELS)) === undefined, 3000)
   assert.ok(zero, `the node did not return to zero after its clients left: ${why ?? ''}\nframes sent:\n  ` + log.join('\n  '))
 }
 

@@ -10,7 +10,8 @@ import { ERROR_TABLE } from '../../src/protocol/error-codes.js'
 import { defaultConfig, type HeraldConfig } from '../../src/config.js'
 import { ConnectedFrame } from '../../src/protocol/frames.js'
 import { ErrorBody, HistoryReply, PollReply, PresenceCountReply, PresenceReply, PublishReply, WhoAmIReply } from '../../src/schemas.js'
-import { SECRET, publish, startHerald, token, until, type TestApp } from '../helper.js'
+import { SECRET, publish, startHerald, token, type TestApp } from '../helper.js'
+import { leftovers, settled } from '../support/fuzz.js'
 
 // Property-based fuzzing of every REST route (openapi/openapi.json, docs/protocol.md, docs/errors.md) over real
 // HTTP against a real Herald with the in-process bus: bodies, path parameters (percent-encoded too), query strings
@@ -432,27 +433,6 @@ function checkSuccess (r: Req, a: Answer, what: string): void {
 
 // ---------------------------------------------------------------- runs
 
-/** Why the node is not back to zero, or undefined when it is. */
-async function leftovers (app: TestApp['app']): Promise<string | undefined> {
-  const h = app.herald
-  const presence: string[] = []
-  for (const channel of PRESENCE_CHANNELS) {
-    const count = await h.presence?.store.count(channel)
-    if (count !== undefined && (count.members !== 0 || count.connections !== 0)) presence.push(`${channel}: ${JSON.stringify(count)}`)
-  }
-  const state = { connections: h.connections.count(), subscriptions: h.hub.subscriptionCount, channels: h.hub.channelCount }
-  if (state.connections === 0 && state.subscriptions === 0 && state.channels === 0 && presence.length === 0) return undefined
-  return JSON.stringify(state) + (presence.length > 0 ? ' presence ' + presence.join(', ') : '')
-}
-
-async function settled (check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  try {
-    await until(check, 'settled', ms)
-    return true
-  } catch {
-    return false
-  }
-}
 
 /** One Herald per property, with a little history; replaced after a failed run so shrinking starts clean. */
 class Node {
@@ -527,7 +507,7 @@ async function run (node: Node, reqs: Req[], opts: { presenceStream?: boolean } 
     const health = await fetch(`${herald.url}/healthz`)
     assert.equal(health.status, 200, 'GET /healthz after the run')
     let why: string | undefined
-    const zero = await settled(async () => (why = await leftovers(herald.app)) === undefined, 3000)
+    const zero = await settled(async () => (why = await leftovers(herald.app, PRESENCE_CHANNELS)) === undefined, 3000)
     assert.ok(zero, `the node did not return to zero: ${why ?? ''}\nrequests:\n  ` + reqs.map(describe).join('\n  '))
   } catch (err) {
     await node.discard()
