@@ -11,7 +11,7 @@ const protocol = readFileSync(new URL('../docs/protocol.md', import.meta.url), '
 test('every HERALD_ERR_* code is documented in docs/errors.md with its HTTP status', () => {
   for (const E of Object.values(Errors)) {
     const err = new E()
-    const row = doc.split('\n').find((line) => line.includes('`' + err.code + '`'))
+    const row = doc.split('\n').find((line) => line.startsWith('| `' + err.code + '`'))
     assert.ok(row !== undefined, `${err.code} is missing from docs/errors.md`)
     assert.match(row, new RegExp('\\|\\s*' + err.statusCode + '\\s*\\|'), `${err.code} row states status ${err.statusCode}`)
   }
