@@ -51,6 +51,7 @@ export const EnvSchema = Type.Object({
   WS_COMPRESSION_THRESHOLD: Type.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, default: 1024, description: 'Frames smaller than this many bytes are not compressed.' }),
   WS_ACCEPT_BINARY: Type.Boolean({ default: false, description: 'Accept binary WebSocket frames holding UTF-8 JSON (as some clients send); otherwise they are refused with HERALD_ERR_BAD_FRAME.' }),
   NAMESPACES_FILE: Type.Optional(Type.String({ minLength: 1, description: 'Path of the namespaces file (JSON or YAML; docs/namespaces.md). Unset: every namespace takes the defaults.' })),
+  POSITION_CHECK: Type.Integer({ minimum: 0, maximum: 3600, default: 10, description: 'Seconds between checks of idle channels against the bus: a channel found behind it (a subscription lost without a sound, e.g. in a Redis failover or slot move) subscribes again and catches up from history. 0 = off.' }),
   PRESENCE_TTL: Type.Integer({ minimum: 3, maximum: 3600, default: 30, description: 'Seconds a presence entry outlives its node without being refreshed (the bound on ghost members after a crash).' }),
   PRESENCE_BATCH_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 200, description: 'Window (ms) over which join/leave changes are batched into one frame.' }),
   REQUEST_TIMEOUT: Type.Integer({ minimum: 1, maximum: 600, default: 10, description: 'Seconds a request\'s head and body may take to arrive (slow senders are cut off); streams and long-polls are not limited by it once their request is in. Standalone server; plugin hosts spread heraldServerOptions().' }),
@@ -83,6 +84,7 @@ export interface HeraldConfig {
   maxBufferBytes: number
   drainTimeoutSeconds: number
   requestTimeoutSeconds: number
+  positionCheckSeconds: number
   limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, connectRate: number, connectBurst: number, restMax: number, restWindowSeconds: number, restSyncMs: number }
   ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean }
   /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
@@ -172,6 +174,7 @@ const FIELDS = {
   'ws.compression': 'WS_COMPRESSION',
   'ws.compressionThreshold': 'WS_COMPRESSION_THRESHOLD',
   'ws.acceptBinary': 'WS_ACCEPT_BINARY',
+  positionCheckSeconds: 'POSITION_CHECK',
   'presence.ttlSeconds': 'PRESENCE_TTL',
   'presence.batchMs': 'PRESENCE_BATCH_MS'
 } as const satisfies Record<string, keyof Env>

@@ -24,6 +24,7 @@ export class Metrics {
   readonly busReconnects: Counter
   readonly evictions: Counter<'transport' | 'reason'>
   readonly heartbeatTimeouts: Counter
+  readonly catchUps: Counter<'reason'>
   readonly latency: Histogram
 
   constructor (defaultMetrics = true) {
@@ -50,6 +51,7 @@ export class Metrics {
     this.busReconnects = new Counter({ name: 'herald_bus_reconnects_total', help: 'Times the bus connection came back after a loss', registers })
     this.evictions = new Counter({ name: 'herald_evictions_total', help: 'Slow consumers: connections evicted (reason=disconnect) or channels dropped (reason=dropped)', labelNames: ['transport', 'reason'], registers })
     this.heartbeatTimeouts = new Counter({ name: 'herald_heartbeat_timeouts_total', help: 'WebSockets terminated for missing a pong', registers })
+    this.catchUps = new Counter({ name: 'herald_bus_catchups_total', help: 'Channels caught up from history: a publication did not follow (gap), the bus reconnected (reconnect), or the position check found the channel behind (position: a lost subscription)', labelNames: ['reason'], registers })
     this.latency = new Histogram({
       name: 'herald_delivery_latency_seconds', help: 'Publish-to-dispatch latency on this node (publish time stamped by the accepting node)', registers,
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
@@ -63,6 +65,7 @@ export class Metrics {
   /** The hub's observer: latency of every dispatched publication, and bus reconnects. */
   readonly hubObserver = {
     dispatched: (pub: Publication): void => { this.latency.observe((Date.now() - pub.ts) / 1000) },
-    reconnected: (): void => { this.busReconnects.inc() }
+    reconnected: (): void => { this.busReconnects.inc() },
+    caughtUp: (reason: 'gap' | 'reconnect' | 'position'): void => { this.catchUps.inc({ reason }) }
   }
 }

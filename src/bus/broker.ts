@@ -61,8 +61,11 @@ export interface HistoryResult {
 export interface BrokerHandler {
   /** A publication of a channel this node subscribed to. Called in offset order per channel. */
   onPublication: (pub: Publication) => void
-  /** The bus connection was lost and is back: publications may have been missed and must be recovered from history. */
-  onReconnect: () => void
+  /**
+   * The bus connection was lost and is back (or a subscription moved between Redis nodes): publications of
+   * `channels` — of every channel when undefined — may have been missed and must be recovered from history.
+   */
+  onReconnect: (channels?: string[]) => void
 }
 
 /**
@@ -95,7 +98,11 @@ export interface Broker {
   connect: () => Promise<void>
   publish: (req: PublishRequest) => Promise<PublishResult>
   history: (channel: string, req: HistoryRequest) => Promise<HistoryResult>
-  /** Start receiving a channel's live publications on this node (called for the first local subscriber). */
+  /**
+   * Start receiving a channel's live publications on this node (called for the first local subscriber). Calling
+   * it again for a subscribed channel re-establishes the subscription (the position check does, when it finds the
+   * channel behind the bus).
+   */
   subscribe: (channel: string) => Promise<void>
   /** Stop receiving them (called after the last local subscriber left). */
   unsubscribe: (channel: string) => Promise<void>

@@ -5,6 +5,8 @@ import { LIVE_BUFFER_MAX, type Subscription } from './replay.js'
 export interface HubObserver {
   dispatched: (pub: Publication) => void
   reconnected: () => void
+  /** A channel was found behind the bus and caught up from history (`gap`: a publication did not follow; `position`: the position check). */
+  caughtUp: (reason: 'gap' | 'reconnect' | 'position') => void
 }
 
 type Phase = 'activating' | 'live' | 'syncing'
@@ -31,6 +33,8 @@ export class ChannelState {
   resyncAgain = false
   ready: Promise<void> = Promise.resolve()
   retry?: NodeJS.Timeout
+  /** When a publication was last dispatched (or the channel went live): channels idle longer get position checks. */
+  lastDispatch = Date.now()
 
   constructor (readonly name: string, private readonly observer?: HubObserver) {}
 
@@ -58,6 +62,7 @@ export class ChannelState {
   }
 
   dispatch (pub: Publication): void {
+    this.lastDispatch = Date.now()
     this.observer?.dispatched(pub)
     for (const [sink, sub] of this.subs) {
       if (sub.buffer === null) {

@@ -7,6 +7,7 @@ import type { Sink, SubscribeResult } from './sink.js'
 import { recoveryFailure } from './recovery.js'
 import { REPLAY_PAGE, REPLAY_PAGE_BYTES, replay, type Subscription } from './replay.js'
 import { ChannelState, type HubObserver } from './channel.js'
+import { PositionCheck } from './positioning.js'
 import { Errors } from '../errors.js'
 
 export type { Sink, SubscribeResult, RecoveryFailure } from './sink.js'
@@ -18,6 +19,8 @@ export interface HubOptions {
   presence?: PresenceTracker
   /** Told of every live publication dispatched on this node, and of bus reconnects (metrics). */
   observer?: HubObserver
+  /** POSITION_CHECK: how often idle channels are checked against the bus (0: never). */
+  positionCheckMs?: number
 }
 
 export type { HubObserver }
@@ -34,22 +37,33 @@ export class Hub {
   private readonly busOps = new Map<string, Promise<void>>()
   /** Subscribes under way, per channel with a subscriber cap. */
   private readonly joining = new Map<string, number>()
+  private readonly positions: PositionCheck
 
   constructor (private readonly options: HubOptions) {
     // Presence frames (batched joins and leaves) go to the channel's local subscribers, serialised once.
     options.presence?.setBroadcast((channel, frame) => this.broadcast(channel, frame))
     options.broker.setHandler({
       onPublication: (pub) => this.onPublication(pub),
-      onReconnect: () => {
+      onReconnect: (channels) => {
         options.observer?.reconnected()
-        for (const state of this.channels.values()) {
+        const states = channels === undefined ? [...this.channels.values()] : channels.map((c) => this.channels.get(c))
+        for (const state of states) {
+          if (state === undefined) continue
           // A catch-up already under way may have read history before the drop: run another after it.
           if (state.phase === 'syncing') state.resyncAgain = true
-          else if (state.phase === 'live') this.resync(state)
+          else if (state.phase === 'live') this.resync(state, 'reconnect')
         }
       }
     })
+    this.positions = new PositionCheck(options.broker, options.positionCheckMs ?? 0, () => this.channels.values(), (state) => {
+      this.options.log.warn({ channel: state.name, offset: state.offset, epoch: state.epoch }, 'channel behind the bus (a lost subscription?): subscribing again and catching up')
+      void this.busOp(state.name, () => this.options.broker.subscribe(state.name)).catch(() => {})
+      this.resync(state, 'position')
+    })
   }
+
+  /** Checks the channels idle for `idleMs` against the bus now (the timer does it every POSITION_CHECK seconds). */
+  async checkPositions (idleMs?: number): Promise<void> { await this.positions.run(idleMs) }
 
   get channelCount (): number { return this.channels.size }
 
@@ -152,6 +166,7 @@ export class Hub {
 
   /** Stops everything (shutdown): channels are forgotten, the bus is left to its owner to close. */
   close (): void {
+    this.positions.stop()
     for (const state of this.channels.values()) clearTimeout(state.retry)
     this.channels.clear()
   }
@@ -167,7 +182,8 @@ export class Hub {
         created.offset = top.offset
         created.epoch = top.epoch
         created.phase = 'live'
-        if (created.resyncAgain) this.resync(created)
+        created.lastDispatch = Date.now()
+        if (created.resyncAgain) this.resync(created, 'gap')
         else this.drainPending(created)
       })
       created.ready.catch(() => {
@@ -206,7 +222,7 @@ export class Hub {
     const state = this.channels.get(pub.channel)
     if (state === undefined) return
     if (state.phase !== 'live') { state.hold(pub); return }
-    if (state.accept(pub)) this.resync(state)
+    if (state.accept(pub)) this.resync(state, 'gap')
   }
 
   /**
@@ -215,11 +231,12 @@ export class Hub {
    * back, every subscriber is told it lost its place.
    */
   private drainPending (state: ChannelState): void {
-    if (state.drainPending()) this.resync(state)
+    if (state.drainPending()) this.resync(state, 'gap')
   }
 
-  private resync (state: ChannelState, retrying = false): void {
-    if (state.phase === 'syncing' && !retrying) return
+  private resync (state: ChannelState, why: 'gap' | 'reconnect' | 'position' | 'retry'): void {
+    if (state.phase === 'syncing' && why !== 'retry') return
+    if (why !== 'retry') this.options.observer?.caughtUp(why)
     state.phase = 'syncing'
     state.resyncAgain = false
     const channel = state.name
@@ -250,13 +267,13 @@ export class Hub {
       }
       state.phase = 'live'
       // A page that did not reach the top (limit) or a reconnect meanwhile: catch up once more.
-      if (state.resyncAgain || state.offset < top.offset) { this.resync(state); return }
+      if (state.resyncAgain || state.offset < top.offset) { this.resync(state, 'retry'); return }
       this.drainPending(state)
     }, (err) => {
       if (this.channels.get(channel) !== state) return
       this.options.log.warn({ err: (err as Error).message, channel }, 'history catch-up failed; retrying')
       clearTimeout(state.retry)
-      state.retry = setTimeout(() => { if (this.channels.get(channel) === state) this.resync(state, true) }, 500).unref()
+      state.retry = setTimeout(() => { if (this.channels.get(channel) === state) this.resync(state, 'retry') }, 500).unref()
     })
   }
 }

@@ -19,7 +19,8 @@ export default fp(async function hubPlugin (fastify) {
     log: fastify.log as unknown as Logger,
     namespaces,
     presence: fastify.heraldPresence.tracker,
-    observer: metrics.hubObserver
+    observer: metrics.hubObserver,
+    positionCheckMs: fastify.heraldConfig.positionCheckSeconds * 1000
   })
   metrics.collectFrom({ channels: () => hub.channelCount, subscriptions: () => hub.subscriptionCount })
   fastify.decorate('heraldHub', hub)
