@@ -1,4 +1,7 @@
-// Runs every test/**/*.test.ts with Node's own test runner (Node 20's --test takes no globs).
+// Runs test files with Node's own test runner (Node 20's --test takes no globs).
+//   node scripts/run-tests.mjs            every test/**/*.test.ts except test/faults/ (npm test)
+//   node scripts/run-tests.mjs --faults   test/faults/**/*.test.ts: cluster, failover and proxy scenarios (npm run test:faults)
+//   node scripts/run-tests.mjs <files…>   just those files
 import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
@@ -11,8 +14,18 @@ function find (dir) {
   })
 }
 
-const only = process.argv.slice(2)
-const files = only.length > 0 ? only : find('test').sort()
-const args = ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=120000', ...files]
+const argv = process.argv.slice(2)
+const faults = argv.includes('--faults')
+const only = argv.filter((a) => a !== '--faults')
+const FAULTS = join('test', 'faults')
+const files = only.length > 0
+  ? only
+  : faults
+    ? find(FAULTS).sort()
+    : find('test').filter((f) => !f.startsWith(FAULTS + '/')).sort()
+// The fault scenarios each start a Redis Cluster of several processes: one file at a time.
+const concurrency = faults ? 1 : 2
+const timeout = faults ? 600_000 : 120_000
+const args = ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${timeout}`, ...files]
 const result = spawnSync(process.execPath, args, { stdio: 'inherit' })
 process.exit(result.status ?? 1)

@@ -16,6 +16,7 @@ export const EnvSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to bind (`0.0.0.0` for all interfaces; the Docker image sets it).' }),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
+  REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+:[0-9]{1,5}(,[A-Za-z0-9_.-]+:[0-9]{1,5})*$', description: 'Use a Redis Cluster (Redis 7+, sharded pub/sub) for the bus, presence and rate limits: a comma list of seed nodes, `host:port,host:port`. Instead of REDIS_URL.' })),
   REDIS_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$', default: 'herald', description: 'Prefix of every Redis key and pub/sub channel.' }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters). Unset in development: a random one is generated.' })),
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key, or the path of a PEM file, for RS*/PS*/ES* tokens (instead of JWT_SECRET). Anything else is refused at start-up.' })),
@@ -69,6 +70,8 @@ export interface HeraldConfig {
    */
   devToken: boolean
   redisUrl?: string
+  /** Seed nodes (`host:port`) of a Redis Cluster, instead of `redisUrl`. */
+  redisCluster?: string[]
   redisPrefix: string
   jwt: JwtSettings
   corsOrigins: string[] | '*'
@@ -113,6 +116,7 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     const first = Value.Errors(schema, value)[0]
     if (first !== undefined) problems.push(`${key}=${JSON.stringify(raw[key])}: ${first.message}`)
   }
+  if (converted.REDIS_URL !== undefined && converted.REDIS_CLUSTER !== undefined) problems.push('REDIS_URL and REDIS_CLUSTER are both set: use one of them')
   if (problems.length === 0) problems.push(...resolveJwtSettings(jwtOf(converted)).problems)
   if (problems.length > 0) throw new ConfigError(problems)
   if (converted.NODE_ENV === 'production' && !converted.JWT_SECRET && !converted.JWT_PUBLIC_KEY) {
@@ -184,6 +188,7 @@ const OTHER_FIELDS: Record<string, (v: unknown) => boolean> = {
   production: (v) => typeof v === 'boolean',
   devToken: (v) => typeof v === 'boolean',
   redisUrl: (v) => v === undefined || (typeof v === 'string' && /^rediss?:\/\//.test(v)),
+  redisCluster: (v) => v === undefined || (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string' && /^[A-Za-z0-9_.-]+:[0-9]{1,5}$/.test(x))),
   jwt: (v) => typeof v === 'object' && v !== null,
   corsOrigins: (v) => v === '*' || (Array.isArray(v) && v.every((o) => typeof o === 'string')),
   namespaces: (v) => v === undefined || (typeof v === 'object' && v !== null),
@@ -195,6 +200,7 @@ export function configFromEnv (env: Env): HeraldConfig {
     production: env.NODE_ENV === 'production',
     devToken: false,
     redisUrl: env.REDIS_URL,
+    redisCluster: env.REDIS_CLUSTER?.split(','),
     jwt: checkedJwt(jwtOf(env)),
     corsOrigins: env.CORS_ORIGINS.trim() === '*' ? '*' : env.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
     namespacesFile: env.NAMESPACES_FILE
@@ -227,6 +233,7 @@ export function defaultConfig (overrides: DeepPartial<HeraldConfig> = {}): Heral
     }
   }
   for (const [key, value] of Object.entries(overrides)) if (value !== undefined) visit(value, key)
+  if (config.redisUrl !== undefined && config.redisCluster !== undefined) problems.push('redisUrl and redisCluster are both set: use one of them')
   if (problems.length > 0) throw new ConfigError(problems)
   if (overrides.jwt !== undefined) {
     const jwt = overrides.jwt as Partial<JwtSettings>

@@ -16,7 +16,7 @@ test('a subscription lost without a sound: the position check finds the channel 
 
   // The fault: the node's Redis subscription to the channel is gone, and nothing tells the hub.
   const broker = app.herald.broker as RedisBroker
-  await (broker as unknown as { sub: { unsubscribe: (n: string) => Promise<unknown> } }).sub.unsubscribe('herald-test:{quiet:room}')
+  await (broker as unknown as { pubsub: { sub: { unsubscribe: (n: string) => Promise<unknown> } } }).pubsub.sub.unsubscribe('herald-test:{quiet:room}')
   for (let n = 2; n <= 4; n++) assert.equal((await publish(url, 'quiet:room', { n })).status, 201)
   // Nothing arrives live (a barrier on another channel proves the node is delivering otherwise).
   await ws.subscribe('other:room')

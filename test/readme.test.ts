@@ -22,4 +22,7 @@ test('the README states the two set-up commands and the CI script runs the test 
   const ci = readFileSync(new URL('../.ci/run', import.meta.url), 'utf8')
   const executed = ci.split('\n').map((line) => line.replace(/#.*$/, '').trim())
   assert.ok(executed.includes('npm test'), '.ci/run runs `npm test` on a line of its own')
+  // … and the fault scenarios the README names, which npm test leaves out.
+  assert.match(readme, /`npm run test:faults`/)
+  assert.ok(executed.includes('npm run test:faults'), '.ci/run runs `npm run test:faults` on a line of its own')
 })

@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
-import { busCall, RedisPair } from '../redis/connection.js'
+import { busCall, closeClient, commandClient, type CommandClient, type RedisTarget } from '../redis/connection.js'
+import { pubsubFor, type PubSub } from '../redis/pubsub.js'
 import { contentHash, frameTail, newEpoch } from './publication.js'
 
 /*
@@ -21,7 +21,7 @@ import { contentHash, frameTail, newEpoch } from './publication.js'
  * ARGV: tail, candidate epoch, history size, history ttl, meta ttl, idempotency ttl, pub/sub channel, channel JSON,
  * content hash ('' = no key), ts.
  */
-const PUBLISH_LUA = `
+const publishLua = (publish: 'PUBLISH' | 'SPUBLISH'): string => `
 local idem = ARGV[9] ~= ''
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if idem and epoch then
@@ -40,7 +40,7 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
-redis.call('PUBLISH', ARGV[7], offset .. ' ' .. epoch .. ' ' .. frame)
+redis.call('${publish}', ARGV[7], offset .. ' ' .. epoch .. ' ' .. frame)
 if idem then redis.call('SET', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[9], 'EX', ARGV[6]) end
 return {'ok', offset, epoch}
 `
@@ -93,13 +93,15 @@ end
 return {epoch, top, earliest, entries}
 `
 
-type RedisWithScripts = Redis & {
+type WithScripts = CommandClient & {
   heraldPublish: (...args: Array<string | number>) => Promise<[string, number | string, string?]>
   heraldHistory: (...args: Array<string | number>) => Promise<[string, number, number, Array<[string, string[]]>]>
 }
 
 export interface RedisBrokerOptions extends BrokerOptions {
-  url: string
+  /** One Redis (`{ url }`) or a Redis Cluster (`{ cluster: seeds }`); or `url` alone, as before. */
+  target?: RedisTarget
+  url?: string
   prefix: string
   log: Logger
   /** Milliseconds a command may take before it fails with HERALD_ERR_BUS_UNAVAILABLE. */
@@ -107,34 +109,38 @@ export interface RedisBrokerOptions extends BrokerOptions {
 }
 
 /**
- * The Redis bus. One Lua call per publish assigns the offset, appends to a capped stream and publishes, so
- * history and live delivery can never disagree. Two connections: `cmd` for scripts (no offline queue: a
- * publish during an outage fails at once with 503 instead of waiting, and is never falsely acknowledged) and
- * `sub` for pub/sub, subscribed only to channels with local subscribers.
+ * The Redis bus, on one Redis or a Redis Cluster. One Lua call per publish assigns the offset, appends to a capped
+ * stream and publishes (PUBLISH; SPUBLISH on a cluster: every key and the channel share the channel's slot), so
+ * history and live delivery can never disagree. Commands go over a client without an offline queue (a publish
+ * during an outage fails at once with 503 instead of waiting, and is never falsely acknowledged); live
+ * publications come over pub/sub (redis/pubsub.ts), subscribed only for channels with local subscribers.
  */
 export class RedisBroker implements Broker {
-  readonly kind = 'redis'
+  readonly kind: string
   private handler: BrokerHandler = { onPublication: () => {}, onReconnect: () => {} }
-  private readonly redis: RedisPair
-  private readonly cmd: RedisWithScripts
-  private readonly sub: Redis
+  private readonly cmd: WithScripts
+  private readonly pubsub: PubSub
   /** pub/sub channel name -> Herald channel */
   private readonly channels = new Map<string, string>()
-  private connectedOnce = false
+  private closing = false
 
   constructor (private readonly options: RedisBrokerOptions) {
-    this.redis = new RedisPair(options.url, 'herald-bus', options.log, { cmd: { commandTimeout: options.commandTimeoutMs ?? 5000 }, sub: { commandTimeout: options.commandTimeoutMs ?? 5000 } })
-    this.cmd = this.redis.cmd as RedisWithScripts
-    this.sub = this.redis.sub
-    this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: PUBLISH_LUA })
+    const target = options.target ?? { url: options.url! }
+    const timeout = options.commandTimeoutMs ?? 5000
+    this.kind = 'url' in target ? 'redis' : 'redis-cluster'
+    this.cmd = commandClient(target, 'herald-bus', options.log, () => this.closing, { commandTimeout: timeout }) as WithScripts
+    this.pubsub = pubsubFor(target, this.cmd, 'herald-bus', options.log, timeout)
+    this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: publishLua(this.pubsub.publishCommand) })
     this.cmd.defineCommand('heraldHistory', { numberOfKeys: 2, lua: HISTORY_LUA })
-    this.sub.on('message', (name: string, message: string) => this.onMessage(name, message))
-    this.sub.on('ready', () => { void this.onSubReady() })
+    this.pubsub.setHandlers({
+      message: (name, message) => this.onMessage(name, message),
+      reconnect: (names) => this.handler.onReconnect(names?.map((n) => this.channels.get(n)).filter((c): c is string => c !== undefined))
+    })
   }
 
   setHandler (handler: BrokerHandler): void { this.handler = handler }
 
-  async connect (): Promise<void> { await this.redis.connect() }
+  async connect (): Promise<void> { await Promise.all([this.cmd.connect(), this.pubsub.connect()]) }
 
   async publish (req: PublishRequest): Promise<PublishResult> {
     const ts = Date.now()
@@ -169,7 +175,7 @@ export class RedisBroker implements Broker {
     const name = this.base(channel)
     this.channels.set(name, channel)
     try {
-      await busCall(() => this.sub.subscribe(name))
+      await this.pubsub.subscribe(name)
     } catch (err) {
       this.channels.delete(name)
       throw err
@@ -179,12 +185,15 @@ export class RedisBroker implements Broker {
   async unsubscribe (channel: string): Promise<void> {
     const name = this.base(channel)
     this.channels.delete(name)
-    if (this.sub.status === 'ready') await busCall(() => this.sub.unsubscribe(name)).catch(() => {})
+    await this.pubsub.unsubscribe(name)
   }
 
-  ready (): boolean { return this.redis.ready() }
+  ready (): boolean { return this.cmd.status === 'ready' && this.pubsub.ready() }
 
-  async close (): Promise<void> { await this.redis.close() }
+  async close (): Promise<void> {
+    this.closing = true
+    await Promise.all([closeClient(this.cmd), this.pubsub.close()])
+  }
 
   private base (channel: string): string { return this.options.prefix + ':{' + channel + '}' }
 
@@ -198,25 +207,5 @@ export class RedisBroker implements Broker {
     const tsAt = frame.indexOf('"ts":') + 5
     const ts = parseInt(frame.slice(tsAt, frame.indexOf(',', tsAt)), 10)
     this.handler.onPublication({ channel, offset: parseInt(message.slice(0, a), 10), epoch: message.slice(a + 1, b), ts, frame })
-  }
-
-  /**
-   * Every (re)connection of the subscriber: subscribe again to every channel with local subscribers and
-   * only then tell the hub, so that its history catch-up cannot miss a publication made in between.
-   */
-  private async onSubReady (): Promise<void> {
-    const names = [...this.channels.keys()]
-    try {
-      if (names.length > 0) await this.sub.subscribe(...names)
-    } catch (err) {
-      this.options.log.warn({ err }, 'redis resubscribe failed; the connection will be retried')
-      this.sub.disconnect(true)
-      return
-    }
-    if (this.connectedOnce) {
-      this.options.log.info({ channels: names.length }, 'redis bus reconnected; recovering missed publications')
-      this.handler.onReconnect()
-    }
-    this.connectedOnce = true
   }
 }

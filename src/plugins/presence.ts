@@ -5,6 +5,7 @@ import { MemoryPresence } from '../presence/presence-memory.js'
 import { RedisPresence } from '../presence/presence-redis.js'
 import { PresenceTracker } from '../presence/tracker.js'
 import { PresenceQuery } from '../presence/query.js'
+import { redisTargetOf } from '../redis/connection.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -26,10 +27,11 @@ export default fp(async function presencePlugin (fastify, opts: { store?: Presen
   const namespaces = fastify.heraldNamespaces
   const owned = opts.store === undefined && namespaces.anyPresence
   const log = fastify.log as unknown as Logger
+  const target = redisTargetOf(config)
   const store = opts.store ?? (!owned
     ? undefined
-    : config.redisUrl !== undefined
-      ? new RedisPresence({ url: config.redisUrl, prefix: config.redisPrefix, ttlSeconds: config.presence.ttlSeconds, log })
+    : target !== undefined
+      ? new RedisPresence({ target, prefix: config.redisPrefix, ttlSeconds: config.presence.ttlSeconds, log })
       : new MemoryPresence())
   const tracker = store === undefined
     ? undefined

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import fastifyRateLimit from '@fastify/rate-limit'
-import { Redis } from 'ioredis'
-import { redisOptions } from '../redis/connection.js'
+import type { Logger } from 'pino'
+import { commandClient, redisTargetOf } from '../redis/connection.js'
 import { syncedRedisStore } from '../redis/rate-limit-store.js'
 import { Errors } from '../errors.js'
 
@@ -13,10 +13,8 @@ import { Errors } from '../errors.js'
 export default fp(async function rateLimitPlugin (fastify) {
   const config = fastify.heraldConfig
   let closing = false
-  const redis = config.redisUrl === undefined
-    ? undefined
-    : new Redis(config.redisUrl, redisOptions('herald-ratelimit', () => closing, { commandTimeout: 1000 }))
-  redis?.on('error', () => {})
+  const target = redisTargetOf(config)
+  const redis = target === undefined ? undefined : commandClient(target, 'herald-ratelimit', fastify.log as unknown as Logger, () => closing, { commandTimeout: 1000 })
   await redis?.connect()
   let store
   if (redis !== undefined && config.limits.restSyncMs > 0) {

@@ -1,7 +1,7 @@
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { PresenceChange, PresenceCount, PresenceMember, PresenceStore } from './presence.js'
-import { busCall, RedisPair } from '../redis/connection.js'
+import { busCall, closeClient, commandClient, type CommandClient, type RedisTarget } from '../redis/connection.js'
+import { pubsubFor, type PubSub } from '../redis/pubsub.js'
 
 /*
  * Keys of channel C (same `{C}` hash slot as its stream):
@@ -22,9 +22,9 @@ local function cleanup(now)
       local sub = cjson.decode(json).sub
       if redis.call('HINCRBY', KEYS[3], sub, -1) <= 0 then
         redis.call('HDEL', KEYS[3], sub)
-        redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'leave', sub = sub}))
+        redis.call(PUB, KEYS[4], cjson.encode({t = 'leave', sub = sub}))
       else
-        redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'conn', sub = sub}))
+        redis.call(PUB, KEYS[4], cjson.encode({t = 'conn', sub = sub}))
       end
     end
   end
@@ -48,10 +48,10 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2])
 n = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 touch(ARGV[7])
 if n == 1 then
-  redis.call('PUBLISH', KEYS[4], '{"t":"join","m":' .. ARGV[4] .. '}')
+  redis.call(PUB, KEYS[4], '{"t":"join","m":' .. ARGV[4] .. '}')
   return 1
 end
-redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'conn', sub = ARGV[3]}))
+redis.call(PUB, KEYS[4], cjson.encode({t = 'conn', sub = ARGV[3]}))
 return 0
 `
 
@@ -62,9 +62,9 @@ if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then
   redis.call('HDEL', KEYS[3], ARGV[3])
-  redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'leave', sub = ARGV[3]}))
+  redis.call(PUB, KEYS[4], cjson.encode({t = 'leave', sub = ARGV[3]}))
 else
-  redis.call('PUBLISH', KEYS[4], cjson.encode({t = 'conn', sub = ARGV[3]}))
+  redis.call(PUB, KEYS[4], cjson.encode({t = 'conn', sub = ARGV[3]}))
 end
 return 1
 `
@@ -94,34 +94,42 @@ return {redis.call('HLEN', KEYS[3]), redis.call('HLEN', KEYS[1])}
 `
 
 type Script = (...args: Array<string | number>) => Promise<unknown>
-type RedisWithPresence = Redis & { presenceJoin: Script, presenceLeave: Script, presenceRefresh: Script, presenceList: Script, presenceCount: Script }
+type WithPresence = CommandClient & { presenceJoin: Script, presenceLeave: Script, presenceRefresh: Script, presenceList: Script, presenceCount: Script }
 
-export interface RedisPresenceOptions { url: string, prefix: string, ttlSeconds: number, log: Logger }
+export interface RedisPresenceOptions {
+  /** One Redis (`{ url }`) or a Redis Cluster (`{ cluster: seeds }`); or `url` alone. */
+  target?: RedisTarget
+  url?: string
+  prefix: string
+  ttlSeconds: number
+  log: Logger
+}
 
 export class RedisPresence implements PresenceStore {
-  readonly kind = 'redis'
-  private readonly redis: RedisPair
-  private readonly cmd: RedisWithPresence
+  readonly kind: string
+  private readonly cmd: WithPresence
+  private readonly pubsub: PubSub
   private readonly watched = new Map<string, string>()
   private handler: (change: PresenceChange) => void = () => {}
+  private closing = false
 
   constructor (private readonly options: RedisPresenceOptions) {
-    this.redis = new RedisPair(options.url, 'herald-presence', options.log)
-    this.cmd = this.redis.cmd as RedisWithPresence
+    const target = options.target ?? { url: options.url! }
+    this.kind = 'url' in target ? 'redis' : 'redis-cluster'
+    this.cmd = commandClient(target, 'herald-presence', options.log, () => this.closing) as WithPresence
+    this.pubsub = pubsubFor(target, this.cmd, 'herald-presence', options.log)
+    // Changes are announced with PUBLISH, or SPUBLISH on a cluster (the channel shares the keys' slot).
+    const pub = `'${this.pubsub.publishCommand}'`
     for (const [name, lua] of [['presenceJoin', JOIN], ['presenceLeave', LEAVE], ['presenceRefresh', REFRESH], ['presenceList', LIST], ['presenceCount', COUNT]]) {
-      this.cmd.defineCommand(name, { numberOfKeys: 4, lua })
+      this.cmd.defineCommand(name, { numberOfKeys: 4, lua: lua.replaceAll('redis.call(PUB,', `redis.call(${pub},`) })
     }
-    const sub = this.redis.sub
-    sub.on('message', (name: string, message: string) => this.onMessage(name, message))
-    sub.on('ready', () => {
-      const names = [...this.watched.keys()]
-      if (names.length > 0) sub.subscribe(...names).catch(() => sub.disconnect(true))
-    })
+    // A missed change only delays the batched frames: presence itself lives in the store, not in the messages.
+    this.pubsub.setHandlers({ message: (name, message) => this.onMessage(name, message), reconnect: () => {} })
   }
 
   setHandler (handler: (change: PresenceChange) => void): void { this.handler = handler }
 
-  async connect (): Promise<void> { await this.redis.connect() }
+  async connect (): Promise<void> { await Promise.all([this.cmd.connect(), this.pubsub.connect()]) }
 
   async join (channel: string, member: PresenceMember, maxMembers: number): Promise<{ joined: boolean, full: boolean }> {
     const now = Date.now()
@@ -159,16 +167,19 @@ export class RedisPresence implements PresenceStore {
   async watch (channel: string): Promise<void> {
     const name = this.keys(channel)[3]
     this.watched.set(name, channel)
-    if (this.redis.sub.status === 'ready') await busCall(() => this.redis.sub.subscribe(name))
+    await this.pubsub.subscribe(name)
   }
 
   async unwatch (channel: string): Promise<void> {
     const name = this.keys(channel)[3]
     this.watched.delete(name)
-    if (this.redis.sub.status === 'ready') await this.redis.sub.unsubscribe(name).catch(() => {})
+    await this.pubsub.unsubscribe(name)
   }
 
-  async close (): Promise<void> { await this.redis.close() }
+  async close (): Promise<void> {
+    this.closing = true
+    await Promise.all([closeClient(this.cmd), this.pubsub.close()])
+  }
 
   private keys (channel: string): [string, string, string, string] {
     const base = this.options.prefix + ':{' + channel + '}:p'

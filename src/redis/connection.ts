@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { Errors, isHeraldError } from '../errors.js'
 
@@ -29,34 +29,52 @@ export async function busCall<T> (fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Where Herald's Redis is: one instance (REDIS_URL) or a Redis Cluster, by its seed nodes (REDIS_CLUSTER). */
+export type RedisTarget = { url: string } | { cluster: string[] }
+
+/** The Redis the config names, if any. */
+export function redisTargetOf (config: { redisUrl?: string, redisCluster?: string[] }): RedisTarget | undefined {
+  if (config.redisCluster !== undefined) return { cluster: config.redisCluster }
+  if (config.redisUrl !== undefined) return { url: config.redisUrl }
+  return undefined
+}
+
+/** Redis for commands and scripts: a client of the one instance, or of the cluster (routing each key to its slot's master). */
+export type CommandClient = Redis | Cluster
+
 /**
- * The two connections every Redis-backed service keeps: `cmd` for commands and scripts, and `sub`, in subscriber
- * mode, for pub/sub. Errors are logged (at warn) rather than thrown: ioredis reconnects by itself, and a command
- * during an outage fails at once (see redisOptions). Both have a command timeout: a Redis that hangs (SIGSTOP, a
- * long script) must not leave a subscribe waiting forever — the client gets an error, and asks again.
+ * A command client for `target`. A cluster client follows MOVED and ASK, refreshes its slot map every few seconds
+ * and retries a command briefly while a failover is under way; like the single-instance one it queues nothing
+ * while it is disconnected (a publish answers 503 at once rather than succeed late).
  */
-export class RedisPair {
-  readonly cmd: Redis
-  readonly sub: Redis
-  private closing = false
+export function commandClient (target: RedisTarget, name: string, log: Logger, closing: () => boolean, extra: RedisOptions = {}): CommandClient {
+  const client = 'url' in target
+    ? new Redis(target.url, redisOptions(name, closing, extra))
+    : new Cluster(target.cluster.map(seed), {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      scaleReads: 'master',
+      slotsRefreshInterval: 5000,
+      slotsRefreshTimeout: 2000,
+      retryDelayOnFailover: 200,
+      retryDelayOnClusterDown: 200,
+      retryDelayOnTryAgain: 100,
+      maxRedirections: 16,
+      clusterRetryStrategy: (times) => closing() ? null : Math.min(100 * 2 ** Math.min(times, 5), 2000),
+      redisOptions: { ...redisOptions(name, closing, extra), lazyConnect: false }
+    })
+  client.on('error', (err: Error) => log.warn({ err: err.message, conn: name }, 'redis connection error'))
+  if (client instanceof Cluster) client.on('node error', (err: Error, node: string) => log.warn({ err: err.message, node, conn: name }, 'redis cluster node error'))
+  return client
+}
 
-  constructor (url: string, name: string, log: Logger, extra: { cmd?: RedisOptions, sub?: RedisOptions } = {}) {
-    const closing = (): boolean => this.closing
-    this.cmd = new Redis(url, redisOptions(name, closing, extra.cmd))
-    this.sub = new Redis(url, redisOptions(name + '-sub', closing, { autoResubscribe: false, ...extra.sub }))
-    for (const [conn, role] of [[this.cmd, 'cmd'], [this.sub, 'sub']] as const) {
-      conn.on('error', (err: Error) => log.warn({ err: err.message, conn: name + ':' + role }, 'redis connection error'))
-    }
-  }
+function seed (hostPort: string): { host: string, port: number } {
+  const at = hostPort.lastIndexOf(':')
+  return { host: hostPort.slice(0, at), port: Number(hostPort.slice(at + 1)) }
+}
 
-  async connect (): Promise<void> { await Promise.all([this.cmd.connect(), this.sub.connect()]) }
-
-  ready (): boolean { return this.cmd.status === 'ready' && this.sub.status === 'ready' }
-
-  async close (): Promise<void> {
-    this.closing = true
-    await Promise.allSettled([this.cmd.quit(), this.sub.quit()])
-    this.cmd.disconnect()
-    this.sub.disconnect()
-  }
+/** Closes a command client: QUIT, then cut what did not close. */
+export async function closeClient (client: CommandClient): Promise<void> {
+  await client.quit().catch(() => {})
+  client.disconnect()
 }

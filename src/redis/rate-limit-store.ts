@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 
 /**
@@ -47,11 +47,8 @@ if ttl < 0 then
 end
 return {n, ttl}`
 
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    heraldRateSync: (key: string, increment: number, windowMs: number) => Promise<[number, number]>
-  }
-}
+/** The sync script, as a command of the client (defined below). */
+interface RateSync { heraldRateSync: (key: string, increment: number, windowMs: number) => Promise<[number, number]> }
 
 /** Shared by the store and its per-route children: one table of counts, one sync timer. */
 class Counts {
@@ -61,10 +58,13 @@ class Counts {
   private soon = false
   private closed = false
 
-  constructor (private readonly redis: Redis, private readonly syncMs: number) {
+  private readonly redis: (Redis | Cluster) & RateSync
+
+  constructor (redis: Redis | Cluster, private readonly syncMs: number) {
     if (typeof (redis as unknown as Record<string, unknown>).heraldRateSync !== 'function') {
       redis.defineCommand('heraldRateSync', { numberOfKeys: 1, lua: SYNC_LUA })
     }
+    this.redis = redis as (Redis | Cluster) & RateSync
   }
 
   incr (key: string, windowMs: number, now: number): Entry {
@@ -116,23 +116,25 @@ class Counts {
       if (this.entries.size > 0) this.schedule()
       return
     }
-    const pipeline = this.redis.pipeline()
+    // One call per key, issued together (ioredis batches them; on a cluster each goes to its key's master).
     const sent: Array<[Entry, number]> = []
+    const calls: Array<Promise<[number, number]>> = []
     for (const [key, entry] of this.entries) {
       if (entry.pending === 0) continue
       const n = entry.pending
       entry.pending = 0
       entry.inflight += n
       sent.push([entry, n])
-      pipeline.heraldRateSync(key, n, entry.windowMs)
+      calls.push(this.redis.heraldRateSync(key, n, entry.windowMs))
     }
     if (sent.length === 0) return
-    pipeline.exec().then((results) => {
+    Promise.allSettled(calls).then((results) => {
       const now = Date.now()
-      results?.forEach(([err, reply], i) => {
+      results.forEach((result, i) => {
         const [entry, n] = sent[i]
         entry.inflight -= n
-        if (err !== null || !Array.isArray(reply)) { entry.pending += n; return }
+        const reply = result.status === 'fulfilled' ? result.value : undefined
+        if (!Array.isArray(reply)) { entry.pending += n; return }
         const [count, ttl] = reply as [number, number]
         // The window may have ended in Redis (and a new one begun) before this node's own clock says so.
         entry.known = count
@@ -148,7 +150,7 @@ class Counts {
 }
 
 /** The store class @fastify/rate-limit instantiates (its `store` option), and `close` to stop the sync timer. */
-export function syncedRedisStore (redis: Redis, prefix: string, syncMs: number): { Store: FastifyRateLimitStoreCtor, close: () => void } {
+export function syncedRedisStore (redis: Redis | Cluster, prefix: string, syncMs: number): { Store: FastifyRateLimitStoreCtor, close: () => void } {
   const counts = new Counts(redis, syncMs)
   class SyncedRedisStore implements FastifyRateLimitStore {
     constructor (_options?: unknown, private readonly key = prefix) {}
