@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { createSigner } from 'fast-jwt'
 import { matches, can, type Principal } from '../src/auth/permissions.js'
-import { SECRET, token, startHerald, eachBus, publish, WsClient } from './helper.js'
+import { SECRET, token, startHerald, eachBus, publish, until, WsClient } from './helper.js'
 import { VerifiedTokens } from '../src/auth/jwt.js'
 
 // ------------------------------------------------------------------ tokens that must be refused
@@ -437,12 +437,28 @@ test('verified tokens are cached by their text, but never past their exp, the 10
 
 test('a REST publisher reusing one token: accepted while it is valid, 401 TOKEN_EXPIRED once it has expired', async (t) => {
   const { url } = await startHerald(t)
-  const short = createSigner({ key: SECRET, expiresIn: 1500 }) as (c: Record<string, unknown>) => string
-  const tok = short({ sub: 'brief', publish: ['*'] })
-  assert.equal((await publish(url, 'exp:1', { n: 1 }, { token: tok })).status, 201)
-  assert.equal((await publish(url, 'exp:1', { n: 2 }, { token: tok })).status, 201)
-  await new Promise((resolve) => setTimeout(resolve, 1700))
-  const late = await publish(url, 'exp:1', { n: 3 }, { token: tok })
-  assert.equal(late.status, 401)
-  assert.equal(late.body.code, 'HERALD_ERR_TOKEN_EXPIRED')
+  // An explicit exp in whole seconds, 4 s ahead: at least 3 s of validity (expiresIn is floored to the second,
+  // which could leave a fraction of the intended window).
+  const exp = nowSec() + 4
+  const tok = createSigner({ key: SECRET })({ sub: 'brief', publish: ['*'], exp })
+  // The same token, reused until it is refused. Every publish sent before exp is accepted (after the first, from
+  // the node's cache of verified tokens); the refusal comes no earlier than exp — the cache never outlives a
+  // token's exp — and says TOKEN_EXPIRED. No fixed pause: the loop ends on the refusal itself.
+  let accepted = 0
+  let late: { status: number, body: any } | undefined
+  await until(async () => {
+    const sentAt = Date.now()
+    const res = await publish(url, 'exp:1', { n: accepted + 1 }, { token: tok })
+    if (res.status === 201) {
+      assert.ok(sentAt < exp * 1000, `a publish sent ${sentAt - exp * 1000} ms after the token's exp was accepted`)
+      accepted++
+      return false
+    }
+    assert.ok(Date.now() >= exp * 1000, `refused ${exp * 1000 - Date.now()} ms before the token's exp: ${res.status} ${JSON.stringify(res.body)}`)
+    late = res
+    return true
+  }, 'the reused token to be refused once expired', 4000 + 15_000)
+  assert.ok(accepted >= 2, `the token was accepted ${accepted} times before its exp`)
+  assert.equal(late!.status, 401)
+  assert.equal(late!.body.code, 'HERALD_ERR_TOKEN_EXPIRED')
 })

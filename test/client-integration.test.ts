@@ -14,6 +14,8 @@ import {
 // that TCP does not notice) or refuses WebSocket upgrades (a proxy that cannot carry WebSockets).
 
 const FAST = { min: 20, max: 300, factor: 2 }
+/** Failure bound of waits for something the client does on its own schedule: when to call it a hang, not how soon. */
+const HANG_MS = 10_000
 const NodeWebSocket = WS as unknown as WebSocketConstructor
 
 // ------------------------------------------------------------------ helpers
@@ -49,6 +51,11 @@ const subscribed = async (sub: Subscription, timeoutMs?: number): Promise<Subscr
 
 async function waitState (c: HeraldClient, state: string, timeoutMs = 5000): Promise<void> {
   await until(() => c.state === state, `client state ${state} (is ${c.state})`, timeoutMs)
+}
+
+/** The `exp` of a JWT (seconds). */
+function expOf (jwt: string): number {
+  return (JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()) as { exp: number }).exp
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
@@ -147,6 +154,8 @@ test('reconnects after the server restarts on the same port, resuming from Redis
   const b = await startHerald(t, { redisUrl: redis.url }) // another node, to publish while `a` is down
   const c = client(t, { url: a.url })
   const seen = states(c)
+  let retries = 0
+  c.on('reconnect', () => { retries++ })
   const sub = c.subscribe('restart:room')
   const got = collect(sub)
   await subscribed(sub)
@@ -156,12 +165,16 @@ test('reconnects after the server restarts on the same port, resuming from Redis
   await a.app.close() // drains: the socket is closed with 1012, and the port stops answering
   await waitState(c, 'reconnecting')
   await publishRange(b.url, 'restart:room', 6, 10) // published while the client has no server
-  await sleep(100)
+  // A retry is scheduled on the loss, and another when an attempt fails: two mean the client has tried (and
+  // failed) while nothing listened on the port.
+  await until(() => retries >= 2, 'a reconnect attempt failed while the server was down', HANG_MS)
   await startHerald(t, { redisUrl: redis.url, port: a.port })
   await publishRange(b.url, 'restart:room', 11, 15)
-  await until(() => got.length >= 15, `all 15 events (got ${got.length})`, 8000)
-  await sleep(100) // room for a late duplicate to show up
-  assertExactlyOnce(got, 1, 15)
+  await until(() => got.length >= 15, `all 15 events (got ${got.length})`, HANG_MS)
+  // A barrier instead of a pause: once 16 is in, a late duplicate of anything before it would be in too.
+  await publishRange(b.url, 'restart:room', 16, 16)
+  await until(() => got.some((e) => e.offset === 16), 'the barrier event')
+  assertExactlyOnce(got, 1, 16)
   assert.equal(c.state, 'connected')
   assert.equal(c.transport, 'websocket')
   // app.close() should say 1012 (reconnect elsewhere); today @fastify/websocket's preClose closes the sockets first,
@@ -189,9 +202,11 @@ test('a draining node (1012) is left at once for another one behind the same add
   proxy.target = b.port // the load balancer sends new connections to b …
   a.app.herald.drain() // … and a tells its clients to go (close 1012)
   await publishRange(b.url, 'drain:room', 4, 6)
-  await until(() => got.length === 6, 'events after the drain', 3000)
+  await until(() => got.length === 6, 'events after the drain', HANG_MS)
   assertExactlyOnce(got, 1, 6)
   assert.equal(retries.length, 1, 'one retry')
+  // The delay the client itself chose for that retry (a value it reports, not a measured time): a 1012 is
+  // retried after a jitter within backoff.min, not after a backoff step.
   assert.ok(retries[0] < 400, `jittered within backoff.min: ${retries[0]}`)
 })
 
@@ -205,16 +220,14 @@ test('a connection that goes silent (no FIN, no RST) is noticed by the heartbeat
   await subscribed(sub)
   await publishRange(h.url, 'hb:room', 1, 2)
   await until(() => got.length === 2, 'events before the freeze')
-  const frozenAt = Date.now()
-  let noticedAt = 0
-  c.on('state', (s) => { if (s.to === 'reconnecting' && noticedAt === 0) noticedAt = Date.now() })
   proxy.freeze()
   await publishRange(h.url, 'hb:room', 3, 4) // sent into the void
-  await until(() => noticedAt > 0, 'the dead connection noticed', 2000)
-  assert.ok(noticedAt - frozenAt < 1500, `noticed after ${noticedAt - frozenAt} ms`)
+  // A frozen connection gives TCP nothing to notice (no FIN, no RST) and the proxy never ends it: only the
+  // client's heartbeat can. The reason of the transition says it was the heartbeat.
+  await until(() => seen.some((s) => s.to === 'reconnecting'), 'the dead connection noticed', HANG_MS)
   assert.match(seen.find((s) => s.to === 'reconnecting')!.reason, /heartbeat timeout/)
-  await waitState(c, 'connected', 3000)
-  await until(() => got.length === 4, 'events sent during the freeze, recovered', 3000)
+  await waitState(c, 'connected', HANG_MS)
+  await until(() => got.length === 4, 'events sent during the freeze, recovered', HANG_MS)
   await publishRange(h.url, 'hb:room', 5, 5)
   await until(() => got.length === 5, 'live again')
   assertExactlyOnce(got, 1, 5)
@@ -280,8 +293,10 @@ test('a publish whose ack was lost with the connection is resent with the same i
   const stored = await history(h.url, 'ack:room')
   assert.deepEqual(stored.map((e) => [e.offset, e.data.n]), [[1, 1], [2, 2]], 'stored once each')
   await until(() => got.length === 2, 'both events delivered')
-  await sleep(50)
-  assertExactlyOnce(got, 1, 2)
+  // A barrier instead of a pause: once 3 is in, a duplicate delivery of 1 or 2 would be in too.
+  await publishRange(h.url, 'ack:room', 3, 3)
+  await until(() => got.some((e) => e.offset === 3), 'the barrier event')
+  assertExactlyOnce(got, 1, 3)
 })
 
 test('publishes made while disconnected wait in the offline queue and are sent in order after the reconnect', async (t) => {
@@ -311,21 +326,31 @@ test('tokens are renewed before they expire without dropping the connection or i
   await Promise.all((['websocket', 'sse'] as const).map(async (transport) => {
     const channel = `refresh:${transport}`
     let calls = 0
+    const exps: number[] = []
     const c = client(t, {
       url: h.url,
       transports: [transport],
       token: undefined,
-      getToken: async () => { calls++; return token({ sub: 'refresher' }, { expiresInMs: 2000 }) }
+      getToken: async () => {
+        calls++
+        const tok = token({ sub: 'refresher' }, { expiresInMs: 2000 })
+        exps.push(expOf(tok))
+        return tok
+      }
     })
     const seen = states(c)
     const sub = c.subscribe(channel)
     const got = collect(sub)
     await subscribed(sub)
-    const started = Date.now()
+    // Publish a stream (one event about every 100 ms) until the token was renewed twice (getToken called 3
+    // times) and the clock is a second past the second token's exp: the server closes a connection at its
+    // token's exp unless a refresh came first, so by then an unrenewed connection would have been dropped twice.
+    const deadline = Date.now() + 3 * HANG_MS
     let n = 0
-    while (Date.now() - started < 3200) { // well past the first tokens' expiry
+    while (calls < 3 || Date.now() < exps[1] * 1000 + 1000) {
+      if (Date.now() > deadline) throw new Error(`${transport}: timed out waiting for two token renewals (getToken called ${calls} times)`)
       await publishRange(h.url, channel, ++n, n)
-      await sleep(100)
+      await sleep(100) // the pace of the stream, not a wait for anything
     }
     await until(() => got.length === n, `${transport}: all ${n} events (got ${got.length})`)
     assertExactlyOnce(got, 1, n)
@@ -341,18 +366,26 @@ test('a token refused as expired (close 4501) is replaced through getToken and t
     url: h.url,
     token: undefined,
     refresh: false, // let it expire
-    getToken: async () => { calls++; return token({ sub: 'expiring' }, { expiresInMs: 1500 }) }
+    // The first token is short and left to expire; the one fetched for the reconnect lasts, so the client ends
+    // in a steady state to check.
+    getToken: async () => { calls++; return token({ sub: 'expiring' }, { expiresInMs: calls === 1 ? 1500 : 3600_000 }) }
   })
   const seen = states(c)
   const sub = c.subscribe('expire:room')
   const got = collect(sub)
   await subscribed(sub)
+  // Publish a stream (one event about every 50 ms) across the expiry, until the client was refused as expired,
+  // got a new token and is subscribed again; then a few more, live.
+  const back = (): boolean => calls >= 2 && c.state === 'connected' && sub.state === 'subscribed' && seen.some((s) => s.to === 'reconnecting')
+  const deadline = Date.now() + 2 * HANG_MS
   let n = 0
-  const started = Date.now()
-  while (Date.now() - started < 2500) {
+  while (!back()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for the expiry and the resume: ${JSON.stringify(seen)}`)
     await publishRange(h.url, 'expire:room', ++n, n)
-    await sleep(50)
+    await sleep(50) // the pace of the stream, not a wait for anything
   }
+  await publishRange(h.url, 'expire:room', n + 1, n + 3)
+  n += 3
   await until(() => got.length === n, `all ${n} events (got ${got.length})`)
   assertExactlyOnce(got, 1, n)
   assert.ok(calls >= 2, `getToken called again (${calls})`)
@@ -369,9 +402,13 @@ test('a bad token closes the client for good (no reconnect loop); a forbidden ch
   const c = client(t, { url: h.url, token: bad, WebSocket: Counting as unknown as WebSocketConstructor })
   const errors: HeraldError[] = []
   c.on('error', (e) => errors.push(e))
+  let retries = 0
+  c.on('reconnect', () => { retries++ })
   const seen = states(c)
   await waitState(c, 'closed')
-  await sleep(300)
+  // No waiting for a retry that should not come: every retry is scheduled (and announced by `reconnect`) before
+  // it is made, none was, and `closed` is final (nothing is scheduled from it).
+  assert.equal(retries, 0, 'no retry was scheduled')
   assert.equal(sockets, 1, 'one attempt, no retry')
   assert.equal(errors.at(-1)?.code, 'HERALD_ERR_UNAUTHORIZED')
   assert.match(seen.at(-1)!.reason, /401|unauthorized/i)
@@ -510,9 +547,12 @@ test('falls back to SSE when a proxy refuses WebSocket upgrades: exactly once ac
   const ack = await c.publish('fb:other', { n: 1 }) // REST, since SSE only receives
   assert.equal(ack.offset, 1)
   await until(() => got.length === 12 && otherGot.length === 1, 'both channels after the reopen')
-  await sleep(50)
-  assertExactlyOnce(got, 1, 12)
-  assertExactlyOnce(otherGot, 1, 1)
+  // Barriers instead of a pause: once these are in, a late duplicate of anything before them would be in too.
+  await publishRange(h.url, 'fb:sse', 13, 13)
+  await publishRange(h.url, 'fb:other', 2, 2)
+  await until(() => got.some((e) => e.offset === 13) && otherGot.some((e) => e.offset === 2), 'the barrier events')
+  assertExactlyOnce(got, 1, 13)
+  assertExactlyOnce(otherGot, 1, 2)
   assert.equal(c.transport, 'sse')
 })
 
@@ -538,9 +578,11 @@ test('falls back to long-poll when SSE is blocked too: exactly once across a dro
   await publishRange(h.url, 'fb:poll', 4, 6)
   const ack = await c.publish('fb:poll', { n: 7 })
   assert.equal(ack.offset, 7)
-  await until(() => got.length === 7, 'events across the dropped poll')
-  await sleep(50)
-  assertExactlyOnce(got, 1, 7)
+  await until(() => got.length === 7, 'events across the dropped poll', HANG_MS)
+  // A barrier instead of a pause: once 8 is in, a late duplicate of anything before it would be in too.
+  await publishRange(h.url, 'fb:poll', 8, 8)
+  await until(() => got.some((e) => e.offset === 8), 'the barrier event', HANG_MS)
+  assertExactlyOnce(got, 1, 8)
   assert.equal(c.transport, 'long-poll')
 })
 
@@ -553,20 +595,27 @@ test('upgrades back to WebSocket once it gets through, without losing or repeati
   const got = collect(sub)
   await subscribed(sub)
   assert.equal(c.transport, 'sse')
+  const refusedAtStart = proxy.upgradesRefused
   let stop = false
   let n = 0
   const publishing = (async () => {
-    while (!stop) { await publishRange(h.url, 'up:room', ++n, n); await sleep(15) }
+    while (!stop) { await publishRange(h.url, 'up:room', ++n, n); await sleep(15) } // the pace of the stream
   })()
-  await sleep(300) // a failed upgrade attempt or two
+  // An upgrade trial refused while on SSE (the first refusal was the initial attempt that led to SSE).
+  await until(() => proxy.upgradesRefused > refusedAtStart, 'a failed upgrade attempt', HANG_MS)
   proxy.refuseUpgrades = false
-  const switched = await next<{ from: string | null, to: string }>((cb) => c.on('transport', cb), 'the switch to websocket', 3000)
+  const switched = await next<{ from: string | null, to: string }>((cb) => c.on('transport', cb), 'the switch to websocket', HANG_MS)
   assert.deepEqual(switched, { from: 'sse', to: 'websocket' })
-  await sleep(200)
+  // The stream goes on across the switch: a few events published after it arrive before the publisher stops.
+  const atSwitch = n
+  await until(() => got.some((e) => e.offset >= atSwitch + 5), 'events published after the switch', HANG_MS)
   stop = true
   await publishing
   await until(() => got.length === n, `all ${n} events (got ${got.length})`)
-  await sleep(50)
+  // A barrier instead of a pause: once it is in, a late duplicate of anything before it would be in too.
+  n++
+  await publishRange(h.url, 'up:room', n, n)
+  await until(() => got.some((e) => e.offset === n), 'the barrier event')
   assertExactlyOnce(got, 1, n)
   assert.equal(c.transport, 'websocket')
   assert.equal(c.state, 'connected')

@@ -315,8 +315,11 @@ test('SSE parser: messages split at any byte, CRLF/CR/LF line ends, comments, mu
 
 test('token expiry is read from the JWT payload', () => {
   const before = Date.now()
-  const exp = tokenExpiry(token({}, { expiresInMs: 60_000 }))!
-  assert.ok(exp >= Math.floor(before / 1000) * 1000 + 59_000 && exp <= before + 61_000, String(exp))
+  const signed = token({}, { expiresInMs: 60_000 })
+  const after = Date.now()
+  const exp = tokenExpiry(signed)!
+  // exp is in whole seconds: signed between before and after, 60 s later, floored to the second.
+  assert.ok(exp >= Math.floor(before / 1000) * 1000 + 60_000 - 1000 && exp <= after + 60_000, String(exp))
   assert.equal(tokenExpiry('not-a-jwt'), undefined)
   assert.equal(tokenExpiry('a.' + Buffer.from('{"sub":"x"}').toString('base64url') + '.c'), undefined, 'no exp')
 })

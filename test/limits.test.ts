@@ -2,7 +2,7 @@ import { test, describe, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
 import { execFile } from 'node:child_process'
-import { startHerald, startRedis, redisSkipReason, publish, token, until, sleep, WsClient, SseClient } from './helper.js'
+import { startHerald, startRedis, redisSkipReason, publish, token, until, WsClient, SseClient } from './helper.js'
 import { defaultConfig, type HeraldConfig } from '../src/config.js'
 
 /**
@@ -11,6 +11,13 @@ import { defaultConfig, type HeraldConfig } from '../src/config.js'
  */
 
 const DEFAULTS = defaultConfig()
+
+/** Runs redis-cli against a private Redis; resolves with its trimmed output. */
+async function redisCli (port: number, ...args: string[]): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-p', String(port), ...args], (err, out) => { if (err !== null) reject(err); else resolve(out.trim()) })
+  })
+}
 
 /** The default limits with some changed (the plugin's `config` is merged shallowly). */
 function limits (over: Partial<HeraldConfig['limits']>): Pick<HeraldConfig, 'limits'> {
@@ -142,7 +149,9 @@ test('maxConnectionsPerSub: one subject is capped on WebSocket and SSE together;
 
 test('frame rate: frames over the token bucket get RATE_LIMITED error frames, then more than wsBurst refused close the socket with 4008', async (t) => {
   // 0.1 frames per second (the lowest WS_RATE): the bucket does not refill noticeably during the test.
-  const { url, wsUrl } = await startHerald(t, { config: limits({ wsRate: 0.1, wsBurst: 5 }) })
+  // Server pings every second: a ping sent after the refusals is a barrier (see below); pongs are not frames the
+  // rate limit counts.
+  const { url, wsUrl } = await startHerald(t, { config: { ...limits({ wsRate: 0.1, wsBurst: 5 }), wsPingIntervalSeconds: 1 } })
   const flooder = await WsClient.connect(wsUrl, { token: token({ sub: 'flooder' }) })
   const bystander = await WsClient.connect(wsUrl, { token: token({ sub: 'bystander' }) })
   closeAll(t, [flooder, bystander])
@@ -157,7 +166,11 @@ test('frame rate: frames over the token bucket get RATE_LIMITED error frames, th
   const errors = flooder.frames.filter((f) => f.type === 'error')
   assert.ok(errors.every((f) => f.code === 'HERALD_ERR_RATE_LIMITED'), JSON.stringify(errors))
   assert.equal(flooder.frames.filter((f) => f.type === 'pong').length, 5, 'refused frames were not executed')
-  await sleep(100)
+  // Barrier: a server ping that comes after the fifth error frame. Had the node closed the socket upon the
+  // refusals, its close would have come before that ping (one TCP stream, in order), and no ping follows a close.
+  let pings = 0
+  flooder.socket.on('ping', () => { pings++ })
+  await until(() => pings > 0 || flooder.closed !== null, 'a server ping after the refusals', 15_000)
   assert.equal(flooder.closed, null, 'wsBurst refusals do not close the socket yet')
 
   // One more refusal within 10 s: closed with 4008.
@@ -209,6 +222,7 @@ test('REST rate limit: past restMax a subject gets 429 RATE_LIMITED with a Retry
   const window = 30
   const { url } = await startHerald(t, { config: limits({ restMax: 3, restWindowSeconds: window }) })
   const carol = token({ sub: 'carol' })
+  const windowFrom = Date.now() // carol's window begins with her first request, not before this
   for (let i = 1; i <= 3; i++) {
     const ok = await fetch(`${url}/v1/channels/rl:1/events`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${carol}` }, body: JSON.stringify({ data: { i } }) })
     assert.equal(ok.status, 201)
@@ -223,9 +237,11 @@ test('REST rate limit: past restMax a subject gets 429 RATE_LIMITED with a Retry
   assert.ok(retryAfter !== null, 'a 429 carries Retry-After')
   assert.match(retryAfter, /^\d+$/)
   // Retrying after Retry-After seconds must be able to succeed: the window (30 s) has barely begun, so the
-  // header has to say most of it, not "1".
-  assert.ok(Number(retryAfter) >= window - 5 && Number(retryAfter) <= window,
-    `Retry-After is ${retryAfter} s while the window still has ~${window} s to run (body: ${body.message}); a client retrying after it is refused again`)
+  // header has to say most of it, not "1". What is left of it is known from this side: the window began no
+  // earlier than windowFrom, and the answer was given no later than now (a slow machine only lowers the bound).
+  const leftAtLeast = window - (Date.now() - windowFrom) / 1000
+  assert.ok(Number(retryAfter) >= leftAtLeast && Number(retryAfter) <= window,
+    `Retry-After is ${retryAfter} s while the window still has at least ${leftAtLeast.toFixed(2)} s to run (body: ${body.message}); a client retrying after it is refused again`)
   // Exposed to browsers.
   const cors = await fetch(`${url}/v1/channels/rl:1/events`, { method: 'POST', headers: { origin: 'https://app.example', 'content-type': 'application/json', authorization: `Bearer ${carol}` }, body: '{"data":1}' })
   assert.equal(cors.status, 429)
@@ -275,19 +291,32 @@ test('REST rate limit with Redis, synced counts (default): each node limits at o
     for (let i = 0; i < n; i++) out.push((await publish(url, 'rl:synced', { i }, { token: gail })).status)
     return out
   }
+  // The shared counter in Redis, read until it holds what the nodes have sent. Redis answers a node's sync before
+  // it answers this later read, and the node (in this process) reads that answer before it can read the next
+  // request this test sends it — so once the counter shows a node's sync, that node has learned the count.
+  const sharedCount = async (): Promise<number> => {
+    const keys = (await redisCli(redis.port, '--scan', '--pattern', 'herald-test:rl:*')).split('\n').filter((k) => k !== '')
+    let total = 0
+    for (const key of keys) total += Number(await redisCli(redis.port, 'GET', key))
+    return total
+  }
+  const counted = async (n: number, what: string): Promise<void> => {
+    await until(async () => (await sharedCount()) >= n, `${what}: the shared count reaches ${n}`, 10_000)
+    assert.equal(await sharedCount(), n, what)
+  }
   // Four on A: admitted, and counted on A without waiting for Redis.
   assert.deepEqual(await statuses(a.url, 4), [201, 201, 201, 201])
+  await counted(4, 'A has sent its four')
   // B has never seen gail: its first request is measured against nothing (admitted: the documented overshoot)
   // and makes B ask Redis at once. From the answer on, B counts A's four: one more, then over the limit.
-  await sleep(syncMs * 4)
   assert.deepEqual(await statuses(b.url, 1), [201])
-  await sleep(syncMs * 4)
+  await counted(5, 'B has synced its first')
   assert.deepEqual(await statuses(b.url, 2), [201, 429])
   // A has not synced since its own four, so it still counts from 4: one more is admitted there, and that
   // request's sync teaches A what B did.
-  await sleep(syncMs * 4)
+  await counted(7, 'B has sent its two')
   assert.equal((await publish(a.url, 'rl:synced', { i: 'a1' }, { token: gail })).status, 201)
-  await sleep(syncMs * 4)
+  await counted(8, 'A has synced its fifth')
   const onA = await publish(a.url, 'rl:synced', { i: 'a2' }, { token: gail })
   assert.equal(onA.status, 429, 'node A counts the requests made to B')
   assert.equal(onA.body.code, 'HERALD_ERR_RATE_LIMITED')

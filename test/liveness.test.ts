@@ -2,6 +2,7 @@ import { describe, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import WebSocket from 'ws'
 import { eachBus, startHerald, publish, token, until, sleep, WsClient, SseClient, type Frame } from './helper.js'
+import { withTimeout } from './support/process.js'
 
 /**
  * Liveness: the server's WebSocket heartbeat, the application-level ping, and token expiry and refresh on the
@@ -29,6 +30,12 @@ async function deafClient (t: TestContext, wsUrl: string, sub: string): Promise<
   return { socket, frames, pings, closed }
 }
 
+/**
+ * Failure bound for waits on what the server does at a moment it chose (a ping round, a token's exp): how long to
+ * wait before calling it a hang, not a claim about how soon it happens.
+ */
+const HANG_MS = 15_000
+
 /** Waits until the wall clock is past `exp` (seconds) plus `ms`. */
 async function pastExpiry (exp: number, ms: number): Promise<void> {
   const left = exp * 1000 + ms - Date.now()
@@ -43,7 +50,7 @@ function expOf (jwt: string): number {
 describe('liveness', { concurrency: true }, () => {
   // ---------------------------------------------------------------- heartbeat
 
-  test('heartbeat: a client that never answers pings is terminated within ~2 ping intervals and counted; a normal client survives many rounds', async (t) => {
+  test('heartbeat: a client that never answers pings is terminated (after being pinged) and counted; a normal client survives many rounds', async (t) => {
     const { app, url, wsUrl } = await startHerald(t, { config: { wsPingIntervalSeconds: 1 } })
     const normal = await WsClient.connect(wsUrl, { token: token({ sub: 'normal' }) })
     t.after(() => normal.close())
@@ -56,22 +63,22 @@ describe('liveness', { concurrency: true }, () => {
     const before = await metric(url, 'herald_heartbeat_timeouts_total')
     assert.equal(before, 0)
     const deaf = await deafClient(t, wsUrl, 'deaf')
-    const openedAt = Date.now()
     assert.equal(app.herald.connections.count('websocket'), 2)
 
-    // Pinged at the next round (≤ 1 s), terminated at the one after (≤ 2 s): allow scheduling slack.
-    const closed = await Promise.race([deaf.closed, sleep(2 * 1000 + 1500).then(() => null)])
-    assert.ok(closed !== null, 'a client that never answered a ping was not terminated within 2 × wsPingIntervalSeconds (+1.5 s)')
+    // Pinged at the next round, terminated at the one after: wait for the termination itself (HANG_MS only
+    // bounds the wait). Nothing else ends this socket: the client never closes it, and its token lasts an hour.
+    const closed = await withTimeout(deaf.closed, HANG_MS, 'the server to terminate a client that never answers pings')
     assert.equal(closed.code, 1006, 'terminated (no close handshake with a dead peer)')
     assert.ok(deaf.pings.length >= 1, 'it was pinged before being terminated')
-    assert.ok(closed.at - openedAt <= 3500)
     await until(() => app.herald.connections.count('websocket') === 1, 'the terminated socket is forgotten')
     assert.equal(await metric(url, 'herald_heartbeat_timeouts_total'), 1)
 
-    // The normal client answers pings by itself and is kept through several more rounds.
-    await sleep(2500)
-    assert.ok(normalPings >= 3, `the normal client was pinged ${normalPings} times`)
+    // The normal client answers pings by itself and is kept through several more rounds: each ping it gets means
+    // it passed the liveness check of that round (a round checks before it pings). Wait for three more rounds.
+    const pingsAtTermination = normalPings
+    await until(() => normalPings >= pingsAtTermination + 3 || normal.closed !== null, 'three more ping rounds for the normal client', HANG_MS)
     assert.equal(normal.closed, null)
+    assert.ok(normalPings >= 3, `the normal client was pinged ${normalPings} times`)
     assert.equal(await metric(url, 'herald_heartbeat_timeouts_total'), 1, 'no other socket timed out')
     assert.equal((await publish(url, 'hb:1', { still: 'here' })).status, 201)
     assert.deepEqual((await normal.events('hb:1', 1)).map((e) => e.data), [{ still: 'here' }])
@@ -103,7 +110,7 @@ describe('liveness', { concurrency: true }, () => {
     const ws = await WsClient.connect(wsUrl, { token: tok })
     t.after(() => ws.close())
     await ws.subscribe('exp:1')
-    const closed = await ws.waitClosed(4000)
+    const closed = await ws.waitClosed(HANG_MS)
     const at = Date.now()
     assert.equal(closed.code, 4501)
     assert.match(closed.reason, /expired/)
@@ -117,6 +124,9 @@ describe('liveness', { concurrency: true }, () => {
     const oldExp = expOf(old)
     const ws = await WsClient.connect(wsUrl, { token: old })
     t.after(() => ws.close())
+    // A control connection on the old token, never refreshed: its 4501 close is the server acting on that exp.
+    const control = await WsClient.connect(wsUrl, { token: old })
+    t.after(() => control.close())
     await ws.subscribe('ref:1')
     assert.equal((await publish(url, 'ref:1', { n: 1 })).status, 201)
     await ws.events('ref:1', 1)
@@ -127,6 +137,9 @@ describe('liveness', { concurrency: true }, () => {
     assert.equal(ack.type, 'ack', JSON.stringify(ack))
     assert.equal(ack.exp, expOf(fresh))
 
+    // Once the control is closed for expiry, the old token's deadline has been enforced; the extra second past
+    // exp covers the order in which the node's timers for the same instant fire.
+    assert.equal((await control.waitClosed(HANG_MS)).code, 4501, 'the old token expires on a connection that did not refresh')
     await pastExpiry(oldExp, 1000)
     assert.equal(ws.closed, null, 'the refreshed connection outlived the old token')
     assert.equal((await publish(url, 'ref:1', { n: 2 })).status, 201)
@@ -155,7 +168,7 @@ describe('liveness', { concurrency: true }, () => {
     // The connection keeps working until its own token expires, then closes with 4501.
     ws.send({ type: 'ping', id: 'still' })
     await ws.waitFor((f) => f.type === 'pong' && f.id === 'still')
-    const closed = await ws.waitClosed(4000)
+    const closed = await ws.waitClosed(HANG_MS)
     assert.equal(closed.code, 4501)
     assert.ok(Date.now() >= exp * 1000 - 50)
   })
@@ -172,11 +185,11 @@ describe('liveness', { concurrency: true }, () => {
     assert.equal((await ws.waitFor((f) => f.id === 'narrow')).type, 'ack')
     assert.equal(ws.frames.filter((f) => f.type === 'unsubscribed').length, 1, 'only the channel no longer allowed')
 
-    // b:1 no longer delivers; a:1 does. b is published first, so had it been delivered it would be there by now.
+    // b:1 no longer delivers; a:1 does. b is published first and the node delivers in publish order, so a:1's
+    // event is the barrier: had b:1's been delivered, it would have arrived before it.
     assert.equal((await publish(url, 'b:1', { n: 'b' })).status, 201)
     assert.equal((await publish(url, 'a:1', { n: 'a' })).status, 201)
     await ws.events('a:1', 1)
-    await sleep(100)
     assert.equal(ws.frames.filter((f) => f.type === 'event' && f.channel === 'b:1').length, 0)
     // Subscribing again is refused under the new token.
     await assert.rejects(ws.subscribe('b:1'), (err: { frame?: Frame }) => err.frame?.code === 'HERALD_ERR_FORBIDDEN')
@@ -192,7 +205,7 @@ describe('liveness', { concurrency: true }, () => {
     await sse.waitFor((m) => m.data.type === 'subscribed')
     assert.equal((await publish(url, 'exp:sse', { n: 1 })).status, 201)
     await sse.waitEvents('exp:sse', 1)
-    const disconnect = await sse.waitFor((m) => m.data.type === 'disconnect', 4000)
+    const disconnect = await sse.waitFor((m) => m.data.type === 'disconnect', HANG_MS)
     const at = Date.now()
     assert.equal(disconnect.data.code, 4501)
     assert.equal(disconnect.data.reconnect, false, '4501 is terminal: get a new token first')
