@@ -17,6 +17,8 @@ export const EnvSchema = Type.Object({
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
   REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+:[0-9]{1,5}(,[A-Za-z0-9_.-]+:[0-9]{1,5})*$', description: 'Use a Redis Cluster (Redis 7+, sharded pub/sub) for the bus, presence and rate limits: a comma list of seed nodes, `host:port,host:port`. Instead of REDIS_URL.' })),
+  REDIS_WAIT_REPLICAS: Type.Integer({ minimum: 0, maximum: 16, default: 0, description: 'A publish is acknowledged only once this many replicas of its Redis (its shard\'s primary) hold it (`WAIT`), so acknowledged events survive a failover; past REDIS_WAIT_TIMEOUT it answers 503 `HERALD_ERR_BUS_UNAVAILABLE` (retry with the same id). 0: acknowledged when the primary has it.' }),
+  REDIS_WAIT_TIMEOUT: Type.Integer({ minimum: 1, maximum: 60_000, default: 1000, description: 'Milliseconds a publish waits for REDIS_WAIT_REPLICAS replicas.' }),
   REDIS_PREFIX: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$', default: 'herald', description: 'Prefix of every Redis key and pub/sub channel.' }),
   JWT_SECRET: Type.Optional(Type.String({ minLength: 16, description: 'HS256 secret (at least 16 characters). Unset in development: a random one is generated.' })),
   JWT_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1, description: 'PEM public key, or the path of a PEM file, for RS*/PS*/ES* tokens (instead of JWT_SECRET). Anything else is refused at start-up.' })),
@@ -73,6 +75,8 @@ export interface HeraldConfig {
   /** Seed nodes (`host:port`) of a Redis Cluster, instead of `redisUrl`. */
   redisCluster?: string[]
   redisPrefix: string
+  /** REDIS_WAIT_REPLICAS / REDIS_WAIT_TIMEOUT: replicas a publish waits for, and for how long. */
+  redisWait: { replicas: number, timeoutMs: number }
   jwt: JwtSettings
   corsOrigins: string[] | '*'
   history: { size: number, ttlSeconds: number, metaTtlSeconds: number, limitMax: number, maxBytes: number }
@@ -150,6 +154,8 @@ export function checkedJwt (jwt: HeraldConfig['jwt']): HeraldConfig['jwt'] {
  */
 const FIELDS = {
   redisPrefix: 'REDIS_PREFIX',
+  'redisWait.replicas': 'REDIS_WAIT_REPLICAS',
+  'redisWait.timeoutMs': 'REDIS_WAIT_TIMEOUT',
   'history.size': 'HISTORY_SIZE',
   'history.ttlSeconds': 'HISTORY_TTL',
   'history.metaTtlSeconds': 'HISTORY_META_TTL',

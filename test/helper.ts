@@ -72,12 +72,13 @@ export function redisSkipReason (): string | undefined {
  * Starts a private redis-server on a free loopback port (never the machine's shared 6379) and stops it when
  * the test ends. `aof: true` persists with appendfsync always, so a restart keeps every acknowledged write.
  */
-export async function startRedis (t: TestContext, opts: { aof?: boolean } = {}): Promise<RedisServer> {
+export async function startRedis (t: TestContext, opts: { aof?: boolean, args?: string[] } = {}): Promise<RedisServer> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'herald-redis-'))
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--daemonize', 'no', '--loglevel', 'warning']
   if (opts.aof === true) args.push('--appendonly', 'yes', '--appendfsync', 'always')
   else args.push('--appendonly', 'no')
+  if (opts.args !== undefined) args.push(...opts.args)
   const server: RedisServer = {
     port,
     url: `redis://127.0.0.1:${port}`,

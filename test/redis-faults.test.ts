@@ -127,17 +127,31 @@ async function gatedRelay (t: TestContext, targetPort: number): Promise<{ url: s
   return relay
 }
 
-/** Checks that `events` are offsets 1..n of one epoch, each exactly once, and carry every acknowledged publish. */
+/**
+ * Checks that `events` are offsets 1..n, each exactly once, in epochs in line (one, or one going on in another
+ * after the restart), and carry every acknowledged publish.
+ */
 function assertExactlyOnce (what: string, events: Frame[], acked: Array<{ offset: number, epoch: string, n: number }>): void {
   const offsets = events.map((e) => e.offset)
   assert.deepEqual(offsets, Array.from({ length: offsets.length }, (_, i) => i + 1), `${what}: consecutive offsets from 1, no gap, no duplicate`)
-  assert.equal(new Set(events.map((e) => e.epoch)).size, 1, `${what}: one epoch`)
+  epochsInLine(events.map((e) => e.epoch), events[0].epoch)
   for (const a of acked) {
     const got = events.filter((e) => e.offset === a.offset)
     assert.equal(got.length, 1, `${what}: acknowledged offset ${a.offset} delivered exactly once`)
     assert.equal(got[0].epoch, a.epoch)
     assert.deepEqual(got[0].data, { n: a.n }, `${what}: offset ${a.offset} carries the acknowledged publish`)
   }
+}
+
+/**
+ * Epochs of consecutive events across one Redis restart: `first` for a run, then (at most) one other for the rest —
+ * the epoch a restarted Redis goes on in (broker-redis.ts). Returns the last one.
+ */
+function epochsInLine (epochs: string[], first: string): string {
+  assert.equal(epochs[0], first)
+  const runs = epochs.filter((e, i) => i === 0 || e !== epochs[i - 1])
+  assert.ok(runs.length <= 2, `at most one change of epoch, in line: ${runs.join(' -> ')}`)
+  return runs[runs.length - 1]
 }
 
 test('Redis crash with AOF: outage publishes fail with 503, then every acknowledged event arrives exactly once', { skip }, async (t) => {
@@ -254,7 +268,9 @@ test('Redis crash with AOF: outage publishes fail with 503, then every acknowled
   t.diagnostic(`503s while this node's command connection reconnected: ${retried}`)
 
   assert.deepEqual(acked.map((a) => a.offset), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 'the AOF kept the counter: offsets continue after the crash')
-  for (const a of acked) assert.equal(a.epoch, epoch, 'the AOF kept the epoch')
+  // A restarted Redis may hold less than it acknowledged (not with appendfsync always, but Herald cannot tell):
+  // the epoch goes on under a new name from the offset the AOF kept, and every resume still recovers (below).
+  const later = epochsInLine(acked.map((a) => a.epoch), epoch)
   const top = acked[acked.length - 1].offset
 
   await until(() => ws.frames.some((f) => f.type === 'event' && f.channel === ch && f.offset === top), `WS delivery up to offset ${top}`, RECOVERY_MS)
@@ -277,7 +293,8 @@ test('Redis crash with AOF: outage publishes fail with 503, then every acknowled
   // History agrees with what was delivered.
   const hist = await (await fetch(`${url}/v1/channels/${ch}/events?since=0&limit=100`, { headers: { authorization: `Bearer ${token()}` } })).json() as any
   assert.equal(hist.offset, probe.body.offset)
-  assert.equal(hist.epoch, epoch)
+  assert.equal(hist.epoch, later)
+  assert.deepEqual(hist.events.map((e: Frame) => e.epoch), wsEvents.map((e) => e.epoch))
   assert.deepEqual(hist.events.map((e: Frame) => e.offset), wsEvents.map((e) => e.offset))
 })
 
@@ -450,9 +467,9 @@ test('Redis crash with AOF under continuous publishing: publishers retrying with
   const events = ws.frames.filter((f) => f.type === 'event' && f.channel === ch)
   t.diagnostic(`acknowledged ${acked.length} messages (${refused} refused attempts, ${acked.filter(([, r]) => r.duplicate).length} acknowledged as duplicates); delivered ${events.length}`)
 
-  // No gap, no duplicate offset, one epoch (the AOF kept it).
+  // No gap, no duplicate offset; the epoch went on under a new name after the restart, from the offset the AOF kept.
   assert.deepEqual(events.map((e) => e.offset), Array.from({ length: events.length }, (_, i) => i + 1))
-  assert.equal(new Set(events.map((e) => e.epoch)).size, 1)
+  epochsInLine(events.map((e) => e.epoch), events[0].epoch)
   // Every message exactly once, at the offset its publisher was given.
   const ids = events.map((e) => e.data.id as string)
   assert.equal(new Set(ids).size, ids.length, 'no message stored twice despite the retries')

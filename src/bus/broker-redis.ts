@@ -1,3 +1,4 @@
+import type { ChainableCommander } from 'ioredis'
 import type { Logger } from 'pino'
 import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
@@ -8,30 +9,55 @@ import { contentHash, frameTail, newEpoch } from './publication.js'
 /*
  * Keys of channel C, all in the hash slot of C (the `{C}` hash tag) so that Redis Cluster and sharded pub/sub
  * (SPUBLISH/SSUBSCRIBE) can come later without a redesign:
- *   P:{C}:m     hash  e = epoch, o = last offset           (expires HISTORY_META_TTL after the last publish)
+ *   P:{C}:m     hash  e = epoch, o = last offset, r = the Redis's replication id when the epoch began
+ *                                                         (expires HISTORY_META_TTL after the last publish)
  *   P:{C}:s     stream, entry id `<offset>-0`, fields t = publish ms, f = event frame (capped at HISTORY_SIZE)
  *   P:{C}:i:K   string `<offset> <epoch> <hash>` for idempotency key K (expires IDEMPOTENCY_TTL)
  *   P:{C}       pub/sub channel; message `<offset> <epoch> <frame>`
  */
 
 /*
- * Publishing (one call) checks the idempotency key — honoured only within the channel's current epoch: a key
- * outliving a reset stream must not answer with an offset of the dead one — then creates the stream (and its
- * epoch) if the channel has none, assigns the offset, appends, publishes and records the key.
+ * The epoch is tied to the Redis that holds it. Replication is asynchronous: a replica promoted after its primary
+ * died, or a Redis restarted from its last snapshot, may lack the newest acknowledged (and already delivered)
+ * events of a channel, and would hand their offsets out again, to other events. Both give the Redis a new
+ * replication id (INFO replication: master_replid), so the channel's meta records the id its epoch runs under, and
+ * a publish that finds another one starts a new epoch *in line with* the old: offsets go on from the last one this
+ * Redis holds, and the meta keeps where the previous epoch ended here (pe, po). A reader at or before that point
+ * saw nothing that was lost and resumes straight on into the new epoch; a reader past it saw lost events and is
+ * told its place is gone (recovered: false). No two events ever share an (epoch, offset).
+ */
+const REPLID_LUA = `local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')`
+
+/*
+ * Publishing (one call) moves the channel into a new epoch if its epoch runs under another Redis (above), checks
+ * the idempotency key — honoured for events of the current epoch and of the previous one up to where it ended
+ * here: a key outliving a reset stream must not answer with an offset of the dead one — then creates the stream
+ * (and its epoch) if the channel has none, assigns the offset, appends, publishes and records the key.
  * ARGV: tail, candidate epoch, history size, history ttl, meta ttl, idempotency ttl, pub/sub channel, channel JSON,
  * content hash ('' = no key), ts.
  */
 const publishLua = (publish: 'PUBLISH' | 'SPUBLISH'): string => `
+${REPLID_LUA}
 local idem = ARGV[9] ~= ''
-local epoch = redis.call('HGET', KEYS[1], 'e')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'r', 'pe', 'po')
+local epoch = meta[1]
+local pe, po = meta[3], tonumber(meta[4])
+if epoch and meta[2] ~= replid then
+  pe, po = epoch, tonumber(redis.call('HGET', KEYS[1], 'o'))
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', epoch, 'r', replid, 'pe', pe, 'po', po)
+end
 if idem and epoch then
   local prev = redis.call('GET', KEYS[3])
-  if prev and string.match(prev, '^%S+ (%S+) ') == epoch then return {'dup', prev} end
+  if prev then
+    local prevOffset, prevEpoch = string.match(prev, '^(%S+) (%S+) ')
+    if prevEpoch == epoch or (prevEpoch == pe and tonumber(prevOffset) <= po) then return {'dup', prev} end
+  end
 end
 if not epoch then
   epoch = ARGV[2]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0, 'r', replid)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local frame = '{"type":"event","channel":' .. ARGV[8] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[1]
@@ -47,14 +73,16 @@ return {'ok', offset, epoch}
 
 /*
  * Reading never creates anything: a channel without a stream answers with the empty position in EMPTY_EPOCH.
+ * Events up to `po` belong to the previous epoch `pe` (if any), those after it to the current one.
  * Events older than the age bound are trimmed first, at most TRIM_ROUNDS * 64 of them per call (the rest on the
  * next read), so no read blocks Redis for long. The page is cut at `limit` entries and at about `maxBytes` of
  * frames (always at least one entry).
  * ARGV: since, limit, meta ttl, min ts, max bytes, empty epoch.
  */
 const HISTORY_LUA = `
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then return {ARGV[6], 0, 1, {}} end
+local meta = redis.call('HMGET', KEYS[1], 'e', 'pe', 'po')
+local epoch = meta[1]
+if not epoch then return {ARGV[6], 0, 1, {}, '', 0} end
 -- A channel being read (subscribed, resumed) is in use: it keeps its epoch as long as a published one would.
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
@@ -90,12 +118,28 @@ if tonumber(ARGV[2]) > 0 and since < top then
     end
   end
 end
-return {epoch, top, earliest, entries}
+return {epoch, top, earliest, entries, meta[2] or '', tonumber(meta[3] or 0)}
+`
+
+/*
+ * A node found the bus behind a position it has delivered (the stream's head is below an offset of the same epoch
+ * it saw): the epoch cannot go on, or its next offsets would name other events. Starts a new one in line with it,
+ * as a publish after a failover does — only if the channel is still in that epoch and still behind, so several
+ * nodes finding it at once restart it once.
+ * ARGV: the epoch seen, the offset seen, the new epoch.
+ */
+const RESTART_EPOCH_LUA = `
+${REPLID_LUA}
+local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
+if meta[1] ~= ARGV[1] or tonumber(meta[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'e', ARGV[3], 'r', replid, 'pe', meta[1], 'po', meta[2])
+return 1
 `
 
 type WithScripts = CommandClient & {
   heraldPublish: (...args: Array<string | number>) => Promise<[string, number | string, string?]>
-  heraldHistory: (...args: Array<string | number>) => Promise<[string, number, number, Array<[string, string[]]>]>
+  heraldHistory: (...args: Array<string | number>) => Promise<[string, number, number, Array<[string, string[]]>, string, number]>
+  heraldRestartEpoch: (...args: Array<string | number>) => Promise<number>
 }
 
 export interface RedisBrokerOptions extends BrokerOptions {
@@ -106,6 +150,8 @@ export interface RedisBrokerOptions extends BrokerOptions {
   log: Logger
   /** Milliseconds a command may take before it fails with HERALD_ERR_BUS_UNAVAILABLE. */
   commandTimeoutMs?: number
+  /** Acknowledge a publish only once this many replicas hold it (WAIT), waiting at most timeoutMs. */
+  wait?: { replicas: number, timeoutMs: number }
 }
 
 /**
@@ -132,6 +178,7 @@ export class RedisBroker implements Broker {
     this.pubsub = pubsubFor(target, this.cmd, 'herald-bus', options.log, timeout)
     this.cmd.defineCommand('heraldPublish', { numberOfKeys: 3, lua: publishLua(this.pubsub.publishCommand) })
     this.cmd.defineCommand('heraldHistory', { numberOfKeys: 2, lua: HISTORY_LUA })
+    this.cmd.defineCommand('heraldRestartEpoch', { numberOfKeys: 2, lua: RESTART_EPOCH_LUA })
     this.pubsub.setHandlers({
       message: (name, message) => this.onMessage(name, message),
       reconnect: (names) => this.handler.onReconnect(names?.map((n) => this.channels.get(n)).filter((c): c is string => c !== undefined))
@@ -148,10 +195,14 @@ export class RedisBroker implements Broker {
     const hash = req.idempotencyKey === undefined ? '' : contentHash(req)
     const base = this.base(req.channel)
     const idemKey = req.idempotencyKey === undefined ? base + ':m' : base + ':i:' + req.idempotencyKey
-    const reply = await busCall(() => this.cmd.heraldPublish(
+    const args = [
       base + ':m', base + ':s', idemKey,
       frameTail(req, ts), newEpoch(), req.historySize ?? history.size, req.historyTtlSeconds ?? history.ttlSeconds, history.metaTtlSeconds,
-      idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts))
+      idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts]
+    const replicas = this.options.wait?.replicas ?? 0
+    const reply = replicas === 0
+      ? await busCall(() => this.cmd.heraldPublish(...args))
+      : await this.publishReplicated(args, replicas, this.options.wait!.timeoutMs)
     if (reply[0] === 'dup') {
       const [offset, epoch, prevHash] = String(reply[1]).split(' ')
       if (prevHash !== hash) throw new Errors.IDEMPOTENCY_CONFLICT(req.idempotencyKey, req.channel)
@@ -160,15 +211,41 @@ export class RedisBroker implements Broker {
     return { channel: req.channel, offset: Number(reply[1]), epoch: String(reply[2]), duplicate: false }
   }
 
+  /**
+   * The publish script and WAIT in one pipeline: on a cluster the pipeline goes whole to the node of the script's
+   * keys, so WAIT counts the replicas of the primary that took the publish. A retry of a duplicate waits too (its
+   * first attempt may have been acknowledged by the primary alone).
+   */
+  private async publishReplicated (args: Array<string | number>, replicas: number, timeoutMs: number): Promise<[string, number | string, string?]> {
+    const pipeline = this.cmd.pipeline() as ChainableCommander & { heraldPublish: (...a: Array<string | number>) => ChainableCommander }
+    const results = await busCall(async () => await pipeline.heraldPublish(...args).wait(replicas, timeoutMs).exec())
+    if (results === null) throw new Errors.BUS_UNAVAILABLE('pipeline aborted')
+    const [[publishErr, reply], [waitErr, acked]] = results
+    if (publishErr !== null) throw new Errors.BUS_UNAVAILABLE(publishErr.message)
+    if (waitErr !== null || Number(acked) < replicas) {
+      throw new Errors.BUS_UNAVAILABLE(`published but held by ${waitErr === null ? Number(acked) : 0} of ${replicas} replicas after ${timeoutMs} ms; retry with the same id`)
+    }
+    return reply as [string, number | string, string?]
+  }
+
   async history (channel: string, req: HistoryRequest): Promise<HistoryResult> {
     const base = this.base(channel)
     const minTs = Date.now() - (req.historyTtlSeconds ?? this.options.history.ttlSeconds) * 1000
-    const [epoch, top, earliest, entries] = await busCall(() => this.cmd.heraldHistory(
+    const [epoch, top, earliest, entries, previousEpoch, previousOffset] = await busCall(() => this.cmd.heraldHistory(
       base + ':m', base + ':s', req.since, req.limit, this.options.history.metaTtlSeconds, minTs, req.maxBytes ?? Number.MAX_SAFE_INTEGER, EMPTY_EPOCH))
-    const publications: Publication[] = entries.map(([id, fields]) => ({
-      channel, offset: parseInt(id, 10), epoch, ts: Number(fields[1]), frame: fields[3]
-    }))
-    return { publications, top: { offset: Number(top), epoch }, earliest: Number(earliest) }
+    const previous = previousEpoch === '' ? undefined : { offset: Number(previousOffset), epoch: previousEpoch }
+    const publications: Publication[] = entries.map(([id, fields]) => {
+      const offset = parseInt(id, 10)
+      return { channel, offset, epoch: previous !== undefined && offset <= previous.offset ? previous.epoch : epoch, ts: Number(fields[1]), frame: fields[3] }
+    })
+    const result: HistoryResult = { publications, top: { offset: Number(top), epoch }, earliest: Number(earliest) }
+    if (previous !== undefined) result.previous = previous
+    return result
+  }
+
+  async restartEpoch (channel: string, seen: { offset: number, epoch: string }): Promise<boolean> {
+    const base = this.base(channel)
+    return await busCall(() => this.cmd.heraldRestartEpoch(base + ':m', base + ':s', seen.epoch, seen.offset, newEpoch())) === 1
   }
 
   async subscribe (channel: string): Promise<void> {

@@ -55,6 +55,12 @@ export interface HistoryResult {
   top: StreamPosition
   /** Offset of the oldest publication still in history; `top.offset + 1` when history is empty. */
   earliest: number
+  /**
+   * Where the previous epoch ended, when the current one went on from it (a Redis failover or restart, see
+   * broker-redis.ts): publications up to `previous.offset` carry `previous.epoch`, and a reader at or before that
+   * position continues into the current epoch without loss.
+   */
+  previous?: StreamPosition
 }
 
 /** How a broker reports to the hub. */
@@ -106,6 +112,13 @@ export interface Broker {
   subscribe: (channel: string) => Promise<void>
   /** Stop receiving them (called after the last local subscriber left). */
   unsubscribe: (channel: string) => Promise<void>
+  /**
+   * The bus went backwards: this node delivered `seen` but the channel's head is now below it in the same epoch
+   * (a Redis failover or restart lost acknowledged events). Starts a new epoch for the channel, in line with the
+   * old one up to its head (HistoryResult.previous), unless it has moved on (another epoch, or past `seen`); true
+   * if this call started it. Buses that cannot lose events leave it out.
+   */
+  restartEpoch?: (channel: string, seen: { offset: number, epoch: string }) => Promise<boolean>
   /** True while the bus can take publishes. */
   ready: () => boolean
   /** Closes the connections; idempotent. Later calls fail with HERALD_ERR_BUS_UNAVAILABLE. */

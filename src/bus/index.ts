@@ -12,6 +12,6 @@ export { MemoryBroker, RedisBroker }
 export function createBroker (config: HeraldConfig, log: Logger): Broker {
   const options = { history: config.history, idempotencyTtlSeconds: config.idempotencyTtlSeconds }
   const target = redisTargetOf(config)
-  if (target !== undefined) return new RedisBroker({ ...options, target, prefix: config.redisPrefix, log })
+  if (target !== undefined) return new RedisBroker({ ...options, target, prefix: config.redisPrefix, wait: config.redisWait, log })
   return new MemoryBroker({ ...options, maxBytes: config.history.maxBytes })
 }

@@ -244,6 +244,15 @@ export class Hub {
       if (this.channels.get(channel) !== state) return
       const { top, publications } = history
       const reason = recoveryFailure(state, history)
+      if (reason === 'offset_ahead' && this.options.broker.restartEpoch !== undefined) {
+        // The bus lost events this node has delivered: their offsets must never name other events. Restart the
+        // epoch (once, whichever node gets there first), then catch up into it — every subscriber is told.
+        this.options.log.warn({ channel, offset: state.offset, epoch: state.epoch, top }, 'the bus went backwards (a failover or restart lost events): starting a new epoch')
+        this.options.broker.restartEpoch(channel, { offset: state.offset, epoch: state.epoch }).then(
+          () => { if (this.channels.get(channel) === state) this.resync(state, 'retry') },
+          (err) => { if (this.channels.get(channel) === state) this.retryResync(state, err) })
+        return
+      }
       if (reason !== undefined) {
         this.options.log.warn({ channel, reason, offset: state.offset, epoch: state.epoch, top }, 'channel lost its position; subscribers must resubscribe')
         state.offset = top.offset
@@ -269,11 +278,12 @@ export class Hub {
       // A page that did not reach the top (limit) or a reconnect meanwhile: catch up once more.
       if (state.resyncAgain || state.offset < top.offset) { this.resync(state, 'retry'); return }
       this.drainPending(state)
-    }, (err) => {
-      if (this.channels.get(channel) !== state) return
-      this.options.log.warn({ err: (err as Error).message, channel }, 'history catch-up failed; retrying')
-      clearTimeout(state.retry)
-      state.retry = setTimeout(() => { if (this.channels.get(channel) === state) this.resync(state, 'retry') }, 500).unref()
-    })
+    }, (err) => { if (this.channels.get(channel) === state) this.retryResync(state, err) })
+  }
+
+  private retryResync (state: ChannelState, err: unknown): void {
+    this.options.log.warn({ err: (err as Error).message, channel: state.name }, 'history catch-up failed; retrying')
+    clearTimeout(state.retry)
+    state.retry = setTimeout(() => { if (this.channels.get(state.name) === state) this.resync(state, 'retry') }, 500).unref()
   }
 }

@@ -54,6 +54,9 @@ export function commandClient (target: RedisTarget, name: string, log: Logger, c
       lazyConnect: true,
       enableOfflineQueue: false,
       scaleReads: 'master',
+      // The ready check (CLUSTER INFO) would go out before the node connections are up and, with no offline
+      // queue, fail the first connect: the slot map read is check enough.
+      enableReadyCheck: false,
       slotsRefreshInterval: 5000,
       slotsRefreshTimeout: 2000,
       retryDelayOnFailover: 200,
