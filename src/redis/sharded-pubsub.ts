@@ -113,12 +113,15 @@ export class ShardedPubSub implements PubSub {
     return created
   }
 
-  /** A connection (re)opened: SSUBSCRIBE its channels again, one command per slot, then report them. */
+  /**
+   * A connection (re)opened: SSUBSCRIBE its channels again, one command per slot, all sent at once (pipelined on
+   * the connection, not one round trip after another), then report them.
+   */
   private async onNodeReady (node: NodeSub): Promise<void> {
     if (!node.connectedOnce) { node.connectedOnce = true; return }
     const channels = [...node.channels]
     try {
-      for (const group of bySlot(channels)) await node.redis.ssubscribe(...group)
+      await Promise.all(bySlot(channels).map(async (group) => await node.redis.ssubscribe(...group)))
     } catch (err) {
       this.log.warn({ err: (err as Error).message, node: node.key }, 'sharded resubscribe failed; checking the topology')
       this.rebalanceSoon()
@@ -164,10 +167,10 @@ export class ShardedPubSub implements PubSub {
       if (node.channels.size === 0 && !masters.has(node.key)) { this.closeNode(node); this.nodes.delete(node.key) }
     }
     let failed = false
-    for (const [node, channels] of moved) {
+    await Promise.all([...moved].map(async ([node, channels]) => {
       await node.connected
-      for (const group of bySlot(channels)) await node.redis.ssubscribe(...group).catch(() => { failed = true })
-    }
+      await Promise.all(bySlot(channels).map(async (group) => await node.redis.ssubscribe(...group).catch(() => { failed = true })))
+    }))
     const all = [...moved.values()].flat()
     if (all.length > 0) {
       this.log.info({ channels: all.length }, 'sharded subscriptions moved to new owners; recovering missed publications')

@@ -9,7 +9,7 @@ import { after, test, type TestContext } from 'node:test'
 import { pino } from 'pino'
 import { RedisBroker } from '../../src/bus/broker-redis.js'
 import { RedisPresence } from '../../src/presence/presence-redis.js'
-import { until } from '../helper.js'
+import { publish, startHerald, token, until, WsClient } from '../helper.js'
 import { clusterSkipReason, keySlot, startRedisCluster, type RedisCluster } from '../support/redis-cluster.js'
 import { brokerContract, brokerOptions, recorder, uid } from './broker.contract.js'
 import { presenceContract } from './presence.contract.js'
@@ -75,4 +75,25 @@ void test('cluster: channels on every primary; each shard channel is subscribed 
   const left = channels.slice(12).map((ch) => `${prefix}:{${ch}}`).sort()
   await until(() => masters.flatMap((m) => shardChannels(m.port)).sort().join() === left.join(), 'unsubscribed channels leave their primaries', 10_000)
   for (const m of masters) for (const ch of shardChannels(m.port)) assert.ok(left.includes(ch))
+})
+
+void test('cluster: two Herald nodes share the REST rate limit and events through the cluster', { skip }, async (t) => {
+  const c = await cluster()
+  const config = { redisCluster: c.seeds.split(','), redisPrefix: `cn${uid()}`, limits: { restMax: 4, restWindowSeconds: 60, restSyncMs: 0 } }
+  const a = await startHerald(t, { config })
+  const b = await startHerald(t, { config })
+  const ws = await WsClient.connect(b.wsUrl)
+  t.after(() => ws.close())
+  await ws.subscribe('room:cluster')
+  const erin = token({ sub: 'erin' })
+  const statuses: number[] = []
+  for (const node of [a, b, a, b]) statuses.push((await publish(node.url, 'room:cluster', { n: statuses.length }, { token: erin })).status)
+  assert.deepEqual(statuses, [201, 201, 201, 201])
+  const over = await publish(a.url, 'room:cluster', { n: 5 }, { token: erin })
+  assert.equal(over.status, 429, 'node A counts the requests made to B')
+  assert.equal(over.body.code, 'HERALD_ERR_RATE_LIMITED')
+  const events = await ws.events('room:cluster', 4)
+  assert.deepEqual(events.map((e) => [e.offset, e.data.n]), [[1, 0], [2, 1], [3, 2], [4, 3]], 'events published on both nodes reach a subscriber on B in order')
+  const ready = await (await fetch(`${a.url}/readyz`)).json() as { bus?: string }
+  assert.equal(JSON.stringify(ready).includes('redis-cluster'), true, 'the node reports its bus as redis-cluster: ' + JSON.stringify(ready))
 })
