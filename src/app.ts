@@ -15,7 +15,7 @@ import type { SessionRegistry } from './session/registry.js'
 import { Errors, errorBody, isTemporary, toHeraldError } from './errors.js'
 import { MAX_JSON_DEPTH, nestedDeeperThan } from './protocol/json.js'
 import { serializeRequest } from './logging.js'
-import configPlugin from './plugins/config.js'
+import configPlugin, { type HeraldWorker } from './plugins/config.js'
 import metricsPlugin from './plugins/metrics.js'
 import busPlugin from './plugins/bus.js'
 import namespacesPlugin from './plugins/namespaces.js'
@@ -60,6 +60,8 @@ export interface HeraldOptions {
   presence?: PresenceStore
   /** Identity of this node in connection ids and logs (random by default). */
   nodeId?: string
+  /** Set by the standalone server in each of its WORKERS: /readyz names the worker, /metrics covers them all. */
+  worker?: HeraldWorker
   /** Collect process metrics (default true; turn off when several instances share a process). */
   defaultMetrics?: boolean
   /** Mount every Herald route under this path (e.g. `/realtime`). */
@@ -99,7 +101,7 @@ async function heraldPlugin (host: FastifyInstance, opts: HeraldOptions): Promis
 
   await host.register(async (child) => {
     scope = child
-    await child.register(configPlugin, { config, nodeId: host.herald.nodeId })
+    await child.register(configPlugin, { config, nodeId: host.herald.nodeId, worker: opts.worker })
     await child.register(metricsPlugin, { defaultMetrics: opts.defaultMetrics })
     await child.register(busPlugin, { broker: opts.broker })
     await child.register(namespacesPlugin)

@@ -14,6 +14,7 @@ export const EnvSchema = Type.Object({
   NODE_ENV: Type.String({ default: 'development', description: '`production` refuses to start without a JWT key (no generated development secret).' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'TCP port to listen on.' }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to bind (`0.0.0.0` for all interfaces; the Docker image sets it).' }),
+  WORKERS: Type.String({ pattern: '^(auto|[1-9][0-9]{0,2})$', default: '1', description: 'Standalone server: worker processes sharing the port, one Herald node each (`auto`: one per core). More than 1 needs REDIS_URL or REDIS_CLUSTER. The primary restarts a worker that dies and drains them all on SIGTERM.' }),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
   REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+:[0-9]{1,5}(,[A-Za-z0-9_.-]+:[0-9]{1,5})*$', description: 'Use a Redis Cluster (Redis 7+, sharded pub/sub) for the bus, presence and rate limits: a comma list of seed nodes, `host:port,host:port`. Instead of REDIS_URL.' })),

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Publication } from './bus/broker.js'
 import { TRANSPORTS, type TransportName } from './protocol/transports.js'
+import { version } from './version.js'
 
 /** Figures owned by other services, read at scrape time. */
 export interface MetricSources {
@@ -27,9 +28,14 @@ export class Metrics {
   readonly catchUps: Counter<'reason'>
   readonly latency: Histogram
 
-  constructor (defaultMetrics = true) {
+  constructor (defaultMetrics = true, identity?: { node: string, worker?: number }) {
     const registers = [this.registry]
     const self = this
+    if (identity !== undefined) {
+      // One series per node (per worker with WORKERS, whose metrics the primary sums): who is behind the figures.
+      new Gauge({ name: 'herald_node_info', help: 'This node: its id, process, worker slot (WORKERS) and version; always 1', labelNames: ['node', 'pid', 'worker', 'version'], registers })
+        .set({ node: identity.node, pid: String(process.pid), worker: String(identity.worker ?? 0), version }, 1)
+    }
     new Gauge({
       name: 'herald_connections', help: 'Open client connections by transport', labelNames: ['transport'], registers,
       collect () { for (const t of TRANSPORTS) this.set({ transport: t }, self.sources.connections(t)) }

@@ -54,7 +54,7 @@ test('Herald works under the prefix: health, publish, WebSocket, SSE, long-poll,
   const { base, wsBase, app } = await hostWithHerald(t)
   const health = await fetch(`${base}/healthz`)
   assert.equal(health.status, 200)
-  assert.deepEqual(await health.json(), { status: 'ok', bus: 'memory', node: 'host-node' })
+  assert.deepEqual(await health.json(), { status: 'ok', bus: 'memory', node: 'host-node', pid: process.pid })
   assert.equal((await fetch(`${base}/readyz`)).status, 200)
   assert.match(await (await fetch(`${base}/metrics`)).text(), /herald_connections/)
   const spec = await (await fetch(`${base}/openapi.json`)).json() as { paths: Record<string, unknown> }

@@ -7,10 +7,16 @@ declare module 'fastify' {
     heraldConfig: HeraldConfig
     /** Identity of this node in connection ids, logs and /healthz. */
     heraldNodeId: string
+    /** Set when this node is one of the WORKERS of a standalone server (src/workers.ts). */
+    heraldWorker: HeraldWorker | undefined
   }
 }
 
-export default fp(async function configPlugin (fastify, opts: { config: HeraldConfig, nodeId: string }) {
+/** A worker of the standalone server: its slot number, and the whole group's metrics (aggregated by the primary). */
+export interface HeraldWorker { index: number, metrics: () => Promise<string> }
+
+export default fp(async function configPlugin (fastify, opts: { config: HeraldConfig, nodeId: string, worker?: HeraldWorker }) {
   fastify.decorate('heraldConfig', opts.config)
   fastify.decorate('heraldNodeId', opts.nodeId)
+  fastify.decorate('heraldWorker', opts.worker)
 }, { name: 'herald-config' })

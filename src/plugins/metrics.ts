@@ -9,5 +9,5 @@ declare module 'fastify' {
 }
 
 export default fp(async function metricsPlugin (fastify, opts: { defaultMetrics?: boolean }) {
-  fastify.decorate('heraldMetrics', new Metrics(opts.defaultMetrics ?? true))
+  fastify.decorate('heraldMetrics', new Metrics(opts.defaultMetrics ?? true, { node: fastify.heraldNodeId, worker: fastify.heraldWorker?.index }))
 }, { name: 'herald-metrics' })
