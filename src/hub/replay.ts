@@ -1,4 +1,4 @@
-import type { Broker, HistoryResult, Publication } from '../bus/broker.js'
+import { EMPTY_EPOCH, type Broker, type HistoryResult, type Publication } from '../bus/broker.js'
 import type { PresenceMember } from '../presence/presence.js'
 import type { StreamPosition } from '../protocol/cursor.js'
 import type { RecoveryFailure, SubscribeResult } from './sink.js'
@@ -78,21 +78,28 @@ function deliverPage (ctx: ReplayContext, epoch: string, page: HistoryResult): b
 }
 
 async function continueReplay (ctx: ReplayContext, epoch: string): Promise<void> {
-  for (;;) {
+  for (let stalled = false; ;) {
+    // A page that moved nothing (history does not have the held events yet, or never will: the bus lost them and
+    // the hub is about to say so): the next read waits a little instead of spinning.
+    if (stalled) await new Promise((resolve) => setTimeout(resolve, RETRY_MS).unref())
     let read: { page: HistoryResult, release: () => void } | undefined
     try {
       read = await readPage(ctx, ctx.sub.offset)
     } catch (err) {
       if (!ctx.current()) return
       ctx.warn('replay page read failed; retrying', err)
-      await new Promise((resolve) => setTimeout(resolve, RETRY_MS).unref())
+      stalled = true
       continue
     }
     try {
       if (!ctx.current()) return
       const reason = recoveryFailure({ offset: ctx.sub.offset, epoch }, read.page)
       if (reason !== undefined) { ctx.lost(reason); return }
+      // Where the replay stands, named in the stream's current epoch (it went on in line from the one before).
+      const before = { offset: ctx.sub.offset, epoch }
+      epoch = read.page.top.epoch
       if (deliverPage(ctx, epoch, read.page)) return
+      stalled = ctx.sub.offset === before.offset && epoch === before.epoch
     } finally {
       read.release()
     }
@@ -100,13 +107,21 @@ async function continueReplay (ctx: ReplayContext, epoch: string): Promise<void>
 }
 
 /**
- * Hands over to live delivery if the held live events continue exactly where the replay stands; false when the
- * oldest of them were let go (the next page reads them from history).
+ * Hands over to live delivery if the held live events continue exactly where the replay stands: the next offset
+ * in the replay's epoch, or a stream's first event after the empty position (as ChannelState.accept takes it).
+ * The held events are the hub's dispatches, in line with each other, so the rest follow the first whatever their
+ * epoch. False when they do not continue the replay — the oldest were let go, or the stream went on into another
+ * epoch after the page was read (an epoch that goes on in line, or the stream's first event racing a read that
+ * found none): the next page reads up to them from history, and says which it was.
  */
 function goLive (ctx: ReplayContext, epoch: string): boolean {
   const { sub } = ctx
-  const held = (sub.buffer ?? []).filter((p) => p.epoch === epoch && p.offset > sub.offset)
-  if (held.length > 0 && held[0].offset !== sub.offset + 1) return false
+  const held = (sub.buffer ?? []).filter((p) => p.offset > sub.offset)
+  const first = held[0]
+  if (first !== undefined) {
+    const fromNothing = sub.offset === 0 && epoch === EMPTY_EPOCH && first.offset === 1
+    if (first.offset !== sub.offset + 1 || (first.epoch !== epoch && !fromNothing)) return false
+  }
   sub.buffer = null
   for (const pub of held) ctx.deliver(pub)
   return true
@@ -115,6 +130,8 @@ function goLive (ctx: ReplayContext, epoch: string): boolean {
 /** Waits for the sink's turn, then reads a page; the caller releases the turn once the page is handed over. */
 async function readPage (ctx: ReplayContext, since: number): Promise<{ page: HistoryResult, release: () => void }> {
   const release = await ctx.turn()
+  // A turn also comes when the sink closes (its outbox is done): nothing more to read for it then.
+  if (!ctx.current()) { release(); throw new Errors.NOT_SUBSCRIBED(ctx.channel) }
   try {
     const page = await ctx.broker.history(ctx.channel, { since, limit: REPLAY_PAGE, maxBytes: REPLAY_PAGE_BYTES, historyTtlSeconds: ctx.historyTtlSeconds })
     return { page, release }
