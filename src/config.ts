@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import Type, { type Static } from 'typebox'
 import { Value } from 'typebox/value'
 import type { NamespacesFile } from './namespaces.js'
@@ -15,6 +16,7 @@ export const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'TCP port to listen on.' }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to bind (`0.0.0.0` for all interfaces; the Docker image sets it).' }),
   WORKERS: Type.String({ pattern: '^(auto|[1-9][0-9]{0,2})$', default: '1', description: 'Standalone server: worker processes sharing the port, one Herald node each (`auto`: one per core). More than 1 needs REDIS_URL or REDIS_CLUSTER. The primary restarts a worker that dies and drains them all on SIGTERM.' }),
+  TRUST_PROXY: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, description: 'Standalone server: the proxies in front of Herald whose `X-Forwarded-For` it believes, so that per-address limits (CONNECT_RATE, the lockout after failed authentications, REST limits without a token) and logs see each client\'s own address: a comma list of addresses and CIDRs (`10.0.0.0/8,fd00::/8`; `loopback`, `linklocal`, `uniquelocal` name those ranges), or the number of proxy hops. Unset: the peer address, and `X-Forwarded-For` is ignored (a client could write anything there).' })),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info', description: 'pino log level.' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://', description: 'Use the Redis bus (e.g. `redis://127.0.0.1:6379/0`). Unset: the in-process bus.' })),
   REDIS_CLUSTER: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]+:[0-9]{1,5}(,[A-Za-z0-9_.-]+:[0-9]{1,5})*$', description: 'Use a Redis Cluster (Redis 7+, sharded pub/sub) for the bus, presence and rate limits: a comma list of seed nodes, `host:port,host:port`. Instead of REDIS_URL.' })),
@@ -121,6 +123,7 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     const first = Value.Errors(schema, value)[0]
     if (first !== undefined) problems.push(`${key}=${JSON.stringify(raw[key])}: ${first.message}`)
   }
+  if (converted.TRUST_PROXY !== undefined) problems.push(...trustProxyProblems(converted.TRUST_PROXY))
   if (converted.REDIS_URL !== undefined && converted.REDIS_CLUSTER !== undefined) problems.push('REDIS_URL and REDIS_CLUSTER are both set: use one of them')
   if (problems.length === 0) problems.push(...resolveJwtSettings(jwtOf(converted)).problems)
   if (problems.length > 0) throw new ConfigError(problems)
@@ -128,6 +131,33 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     throw new ConfigError(['JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production'])
   }
   return converted
+}
+
+/** What is wrong with a TRUST_PROXY value (see trustProxyOption). */
+export function trustProxyProblems (value: string): string[] {
+  if (/^\s*\d+\s*$/.test(value)) {
+    const hops = Number(value)
+    return hops >= 1 && hops <= 16 ? [] : [`TRUST_PROXY=${JSON.stringify(value)}: a hop count must be 1 to 16`]
+  }
+  const bad = value.split(',').map((x) => x.trim()).filter((entry) => {
+    if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) return false
+    const [address, bits, ...rest] = entry.split('/')
+    const family = isIP(address)
+    if (family === 0 || rest.length > 0) return true
+    if (bits === undefined) return false
+    return !/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128)
+  })
+  return bad.length === 0 ? [] : [`TRUST_PROXY=${JSON.stringify(value)}: not an address, CIDR or range name: ${bad.map((b) => JSON.stringify(b)).join(', ')}`]
+}
+
+/** Fastify's `trustProxy` for a TRUST_PROXY value: a hop count, or the list of trusted addresses; unset trusts none. */
+export function trustProxyOption (value: string | undefined): ((address: string, hop: number) => boolean) | string | false {
+  if (value === undefined) return false
+  if (/^\s*\d+\s*$/.test(value)) {
+    const hops = Number(value)
+    return (_address, hop) => hop < hops
+  }
+  return value.split(',').map((x) => x.trim()).join(',')
 }
 
 function jwtOf (env: Env): HeraldConfig['jwt'] {

@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import { pino } from 'pino'
 import { createSigner } from 'fast-jwt'
-import { ConfigError, configFromEnv, loadEnv, type Env } from './config.js'
+import { ConfigError, configFromEnv, loadEnv, trustProxyOption, type Env } from './config.js'
 import { devSecret, DEV_SECRET_FILE } from './dev-secret.js'
 import herald from './app.js'
 import { heraldServerOptions } from './server-options.js'
@@ -84,6 +84,7 @@ async function main (): Promise<void> {
       }
     },
     ...heraldServerOptions(config),
+    trustProxy: trustProxyOption(env.TRUST_PROXY),
     return503OnClosing: true,
     forceCloseConnections: 'idle'
   })
