@@ -124,6 +124,8 @@ async function startPeer (peer: PeerDef, scenario: string, logDir: string, profi
     MAX_CONNECTIONS_PER_SUB: '1000000',
     WS_RATE: '100000',
     WS_BURST: '100000',
+    CONNECT_RATE: '1000000',
+    CONNECT_BURST: '1000000',
     RATE_LIMIT_MAX: '10000000',
     DRAIN_TIMEOUT: '2',
     REDIS_PREFIX: 'bench'

@@ -2,7 +2,7 @@ import type { LoadOptions, PeerProtocol } from './options.js'
 import type { LoadSummary, StageResult } from './session.js'
 import type { Percentiles } from './hist.js'
 
-export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300'
+export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300' | 'herald-redis-workers2'
 export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed'
 
 export interface PeerDef {
@@ -25,6 +25,7 @@ export const PEERS: PeerDef[] = [
   { id: 'socketio', label: 'Socket.IO 4 + redis-adapter', protocol: 'socketio', redis: true, script: 'bench/peers/socketio.ts', transports: 'ws' },
   { id: 'bare-ws', label: 'bare ws + ioredis', protocol: 'bare', redis: true, script: 'bench/peers/bare-ws.ts', transports: 'ws' },
   // Diagnostic: Herald with its WebSocket heartbeat out of the measurement (WS_PING_INTERVAL=300 s instead of 25 s).
+  { id: 'herald-redis-workers2', label: 'Herald, Redis bus, WORKERS=2 (diagnostic)', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WORKERS: '2' }, diagnostic: true },
   { id: 'herald-redis-ping300', label: 'Herald, Redis bus, WS_PING_INTERVAL=300 (diagnostic)', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_PING_INTERVAL: '300' }, diagnostic: true }
 ]
 
@@ -72,7 +73,7 @@ export const SCENARIOS: ScenarioDef[] = [
     number: 2,
     title: 'Maximum sustained deliveries per second (p99 < 50 ms, no loss)',
     description: '10,000 WebSocket connections, 100 rooms; the publish rate steps up (30 s measured per step, longer than the 25 s heartbeat period of Herald and Socket.IO) until p99 ≥ 50 ms twice in a row, an event is lost, or the publish rate cannot be held; then one step halfway back.',
-    peers: [...ALL, 'herald-redis-ping300'],
+    peers: [...ALL, 'herald-redis-ping300', 'herald-redis-workers2'],
     size: (quick) => quick
       ? { connections: 300, rooms: 10, rate: 0, duration: 2, warmup: 0.5, idle: 0, steps: [1_500, 6_000], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
       : { connections: 10_000, rooms: 100, rate: 0, duration: 30, warmup: 2, idle: 0, steps: [5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000], mix: WS_ONLY, ramp: 5, maxPending: 512, capSeconds: 900 }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { execSync } from 'node:child_process'
 
 /** CPU seconds (user + system) and resident memory of a process at one moment. */
@@ -16,8 +16,8 @@ function ticksPerSecond (): number {
   return clockTicks
 }
 
-/** Reads /proc/<pid>/stat (utime + stime) and /proc/<pid>/status (VmRSS); undefined when the process is gone. */
-export function sampleProc (pid: number): ProcSample | undefined {
+/** One process's CPU seconds and RSS from /proc; undefined when it is gone. */
+function sampleOne (pid: number): ProcSample | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // The command name (field 2) may hold spaces: fields are counted after its closing parenthesis.
@@ -30,6 +30,43 @@ export function sampleProc (pid: number): ProcSample | undefined {
   } catch {
     return undefined
   }
+}
+
+/** The live children of a process (every thread's list), from /proc/<pid>/task/<tid>/children. */
+function childrenOf (pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
+      try {
+        return readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number)
+      } catch {
+        return []
+      }
+    })
+  } catch {
+    return []
+  }
+}
+
+/**
+ * CPU seconds (utime + stime) and RSS of a process and its live descendants (a server run with WORKERS=N is a
+ * primary and N workers); undefined when the process itself is gone.
+ */
+export function sampleProc (pid: number): ProcSample | undefined {
+  const own = sampleOne(pid)
+  if (own === undefined) return undefined
+  const seen = new Set([pid])
+  const queue = childrenOf(pid)
+  for (let i = 0; i < queue.length && seen.size < 1024; i++) {
+    const child = queue[i]
+    if (seen.has(child)) continue
+    seen.add(child)
+    const s = sampleOne(child)
+    if (s === undefined) continue
+    own.cpuSeconds += s.cpuSeconds
+    own.rssBytes += s.rssBytes
+    queue.push(...childrenOf(child))
+  }
+  return own
 }
 
 /** Reads Herald's /metrics: herald_process_cpu_seconds_total and herald_process_resident_memory_bytes. */
