@@ -1,7 +1,8 @@
-import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
+import { EMPTY_EPOCH, type Broker, type BrokerHandler, type ControlHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
 import { contentHash, frameTail, newEpoch } from './publication.js'
 import { frame } from '../protocol/frames.js'
+import type { StreamPosition } from '../protocol/cursor.js'
 
 interface ChannelStream {
   channel: string
@@ -35,6 +36,7 @@ export class MemoryBroker implements Broker {
   private handler: BrokerHandler = { onPublication: () => {}, onReconnect: () => {} }
   private readonly streams = new Map<string, ChannelStream>()
   private readonly subscribed = new Set<string>()
+  private readonly controlHandlers = new Set<ControlHandler>()
   private sweeper?: NodeJS.Timeout
   private closed = false
   /** Bytes of every frame in history. */
@@ -102,6 +104,23 @@ export class MemoryBroker implements Broker {
       }
     }
     return { publications, top: { offset: top, epoch: stream.epoch }, earliest }
+  }
+
+  /** Control messages go to every node sharing this bus (one process), each asynchronously, as over Redis. */
+  async publishControl (message: string): Promise<number> {
+    if (this.closed) throw new Errors.BUS_UNAVAILABLE('bus closed')
+    for (const handler of this.controlHandlers) queueMicrotask(() => handler.message(message))
+    return this.controlHandlers.size
+  }
+
+  async subscribeControl (handler: ControlHandler): Promise<void> { this.controlHandlers.add(handler) }
+
+  async removeHistory (channel: string): Promise<StreamPosition> {
+    if (this.closed) throw new Errors.BUS_UNAVAILABLE('bus closed')
+    const stream = this.streams.get(channel)
+    if (stream === undefined) return { offset: 0, epoch: EMPTY_EPOCH }
+    this.dropOldest(stream, stream.entries.length)
+    return { offset: stream.top, epoch: stream.epoch }
   }
 
   async subscribe (channel: string): Promise<void> { this.subscribed.add(channel) }

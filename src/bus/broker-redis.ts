@@ -1,6 +1,7 @@
 import type { ChainableCommander } from 'ioredis'
 import type { Logger } from 'pino'
-import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
+import type { StreamPosition } from '../protocol/cursor.js'
+import { EMPTY_EPOCH, type Broker, type BrokerHandler, type BrokerOptions, type ControlHandler, type HistoryRequest, type HistoryResult, type Publication, type PublishRequest, type PublishResult } from './broker.js'
 import { Errors } from '../errors.js'
 import { busCall, closeClient, commandClient, type CommandClient, type RedisTarget } from '../redis/connection.js'
 import { pubsubFor, type PubSub } from '../redis/pubsub.js'
@@ -9,11 +10,13 @@ import { contentHash, frameTail, newEpoch } from './publication.js'
 /*
  * Keys of channel C, all in the hash slot of C (the `{C}` hash tag) so that Redis Cluster and sharded pub/sub
  * (SPUBLISH/SSUBSCRIBE) can come later without a redesign:
- *   P:{C}:m     hash  e = epoch, o = last offset, r = the Redis's replication id when the epoch began
+ *   P:{C}:m     hash  e = epoch, o = last offset, r = the Redis's replication id when the epoch began,
+ *                      pe, po = the epoch before and where it ended, pl = the ones before that (below)
  *                                                         (expires HISTORY_META_TTL after the last publish)
  *   P:{C}:s     stream, entry id `<offset>-0`, fields t = publish ms, f = event frame (capped at HISTORY_SIZE)
  *   P:{C}:i:K   string `<offset> <epoch> <hash>` for idempotency key K (expires IDEMPOTENCY_TTL)
  *   P:{C}       pub/sub channel; message `<offset> <epoch> <frame>`
+ * and one more pub/sub channel, P:!control, for node-to-node control messages (no channel name holds a `!`).
  */
 
 /*
@@ -29,29 +32,57 @@ import { contentHash, frameTail, newEpoch } from './publication.js'
 const REPLID_LUA = `local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')`
 
 /*
+ * An epoch can go on from one that went on from another: a slot moved away and back (each move puts the keys on
+ * another Redis), a failover after a move. `pl` keeps the epochs before `pe`, oldest first, as "epoch offset …"
+ * (at most LINEAGE_MAX pairs). Each ended where the next one took over, and those ends never decrease (an epoch is
+ * created on top of what it goes on from, in one script), so a position (E, x) with x at or before the end of E is
+ * in line with the current epoch, however many epochs ago E was. Past the bound the oldest are forgotten: their
+ * readers are told recovered: false, and history names their events by the oldest epoch kept.
+ */
+const LINEAGE_MAX = 15
+const LINEAGE_LUA = `
+local function lineageAppend (pl, e, o)
+  local items = {}
+  for x in string.gmatch(pl or '', '%S+') do items[#items + 1] = x end
+  items[#items + 1] = e
+  items[#items + 1] = tostring(o)
+  while #items > ${2 * LINEAGE_MAX} do table.remove(items, 1) table.remove(items, 1) end
+  return table.concat(items, ' ')
+end
+local function inLineage (e, o, pe, po, pl)
+  if pe and e == pe and o <= tonumber(po) then return true end
+  for le, lo in string.gmatch(pl or '', '(%S+) (%S+)') do
+    if e == le and o <= tonumber(lo) then return true end
+  end
+  return false
+end`
+
+/*
  * Publishing (one call) moves the channel into a new epoch if its epoch runs under another Redis (above), checks
- * the idempotency key — honoured for events of the current epoch and of the previous one up to where it ended
- * here: a key outliving a reset stream must not answer with an offset of the dead one — then creates the stream
+ * the idempotency key — honoured for events of the current epoch and of the earlier ones in its line up to where
+ * each ended here: a key outliving a reset stream must not answer with an offset of the dead one — then creates the stream
  * (and its epoch) if the channel has none, assigns the offset, appends, publishes and records the key.
  * ARGV: tail, candidate epoch, history size, history ttl, meta ttl, idempotency ttl, pub/sub channel, channel JSON,
  * content hash ('' = no key), ts.
  */
 const publishLua = (publish: 'PUBLISH' | 'SPUBLISH'): string => `
 ${REPLID_LUA}
+${LINEAGE_LUA}
 local idem = ARGV[9] ~= ''
-local meta = redis.call('HMGET', KEYS[1], 'e', 'r', 'pe', 'po')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'r', 'pe', 'po', 'pl')
 local epoch = meta[1]
-local pe, po = meta[3], tonumber(meta[4])
+local pe, po, pl = meta[3], tonumber(meta[4]), meta[5]
 if epoch and meta[2] ~= replid then
+  if pe then pl = lineageAppend(pl, pe, po) end
   pe, po = epoch, tonumber(redis.call('HGET', KEYS[1], 'o'))
   epoch = ARGV[2]
-  redis.call('HSET', KEYS[1], 'e', epoch, 'r', replid, 'pe', pe, 'po', po)
+  redis.call('HSET', KEYS[1], 'e', epoch, 'r', replid, 'pe', pe, 'po', po, 'pl', pl or '')
 end
 if idem and epoch then
   local prev = redis.call('GET', KEYS[3])
   if prev then
     local prevOffset, prevEpoch = string.match(prev, '^(%S+) (%S+) ')
-    if prevEpoch == epoch or (prevEpoch == pe and tonumber(prevOffset) <= po) then return {'dup', prev} end
+    if prevEpoch == epoch or inLineage(prevEpoch, tonumber(prevOffset), pe, po, pl) then return {'dup', prev} end
   end
 end
 if not epoch then
@@ -73,16 +104,17 @@ return {'ok', offset, epoch}
 
 /*
  * Reading never creates anything: a channel without a stream answers with the empty position in EMPTY_EPOCH.
- * Events up to `po` belong to the previous epoch `pe` (if any), those after it to the current one.
+ * Events up to `po` belong to the previous epoch `pe` (if any) or the ones before it (`pl`), those after it to the
+ * current one.
  * Events older than the age bound are trimmed first, at most TRIM_ROUNDS * 64 of them per call (the rest on the
  * next read), so no read blocks Redis for long. The page is cut at `limit` entries and at about `maxBytes` of
  * frames (always at least one entry).
  * ARGV: since, limit, meta ttl, min ts, max bytes, empty epoch.
  */
 const HISTORY_LUA = `
-local meta = redis.call('HMGET', KEYS[1], 'e', 'pe', 'po')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'pe', 'po', 'pl')
 local epoch = meta[1]
-if not epoch then return {ARGV[6], 0, 1, {}, '', 0} end
+if not epoch then return {ARGV[6], 0, 1, {}, '', 0, ''} end
 -- A channel being read (subscribed, resumed) is in use: it keeps its epoch as long as a published one would.
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
@@ -118,7 +150,7 @@ if tonumber(ARGV[2]) > 0 and since < top then
     end
   end
 end
-return {epoch, top, earliest, entries, meta[2] or '', tonumber(meta[3] or 0)}
+return {epoch, top, earliest, entries, meta[2] or '', tonumber(meta[3] or 0), meta[4] or ''}
 `
 
 /*
@@ -130,15 +162,18 @@ return {epoch, top, earliest, entries, meta[2] or '', tonumber(meta[3] or 0)}
  */
 const RESTART_EPOCH_LUA = `
 ${REPLID_LUA}
-local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
+${LINEAGE_LUA}
+local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'pe', 'po', 'pl')
 if meta[1] ~= ARGV[1] or tonumber(meta[2]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'e', ARGV[3], 'r', replid, 'pe', meta[1], 'po', meta[2])
+local pl = meta[5]
+if meta[3] then pl = lineageAppend(pl, meta[3], meta[4]) end
+redis.call('HSET', KEYS[1], 'e', ARGV[3], 'r', replid, 'pe', meta[1], 'po', meta[2], 'pl', pl or '')
 return 1
 `
 
 type WithScripts = CommandClient & {
   heraldPublish: (...args: Array<string | number>) => Promise<[string, number | string, string?]>
-  heraldHistory: (...args: Array<string | number>) => Promise<[string, number, number, Array<[string, string[]]>, string, number]>
+  heraldHistory: (...args: Array<string | number>) => Promise<[string, number, number, Array<[string, string[]]>, string, number, string]>
   heraldRestartEpoch: (...args: Array<string | number>) => Promise<number>
 }
 
@@ -169,8 +204,11 @@ export class RedisBroker implements Broker {
   /** pub/sub channel name -> Herald channel */
   private readonly channels = new Map<string, string>()
   private closing = false
+  private control?: ControlHandler
+  private readonly controlName: string
 
   constructor (private readonly options: RedisBrokerOptions) {
+    this.controlName = options.prefix + ':!control'
     const target = options.target ?? { url: options.url! }
     const timeout = options.commandTimeoutMs ?? 5000
     this.kind = 'url' in target ? 'redis' : 'redis-cluster'
@@ -181,7 +219,10 @@ export class RedisBroker implements Broker {
     this.cmd.defineCommand('heraldRestartEpoch', { numberOfKeys: 2, lua: RESTART_EPOCH_LUA })
     this.pubsub.setHandlers({
       message: (name, message) => this.onMessage(name, message),
-      reconnect: (names) => this.handler.onReconnect(names?.map((n) => this.channels.get(n)).filter((c): c is string => c !== undefined))
+      reconnect: (names) => {
+        if (names === undefined || names.includes(this.controlName)) this.control?.missed()
+        this.handler.onReconnect(names?.map((n) => this.channels.get(n)).filter((c): c is string => c !== undefined))
+      }
     })
   }
 
@@ -231,15 +272,21 @@ export class RedisBroker implements Broker {
   async history (channel: string, req: HistoryRequest): Promise<HistoryResult> {
     const base = this.base(channel)
     const minTs = Date.now() - (req.historyTtlSeconds ?? this.options.history.ttlSeconds) * 1000
-    const [epoch, top, earliest, entries, previousEpoch, previousOffset] = await busCall(() => this.cmd.heraldHistory(
+    const [epoch, top, earliest, entries, previousEpoch, previousOffset, lineage] = await busCall(() => this.cmd.heraldHistory(
       base + ':m', base + ':s', req.since, req.limit, this.options.history.metaTtlSeconds, minTs, req.maxBytes ?? Number.MAX_SAFE_INTEGER, EMPTY_EPOCH))
     const previous = previousEpoch === '' ? undefined : { offset: Number(previousOffset), epoch: previousEpoch }
+    // Every epoch this one went on from, oldest first: an event belongs to the first one that it is not past the end of.
+    const ends: StreamPosition[] = []
+    const words = lineage.split(' ').filter(Boolean)
+    for (let i = 0; i + 1 < words.length; i += 2) ends.push({ epoch: words[i], offset: Number(words[i + 1]) })
+    if (previous !== undefined) ends.push(previous)
     const publications: Publication[] = entries.map(([id, fields]) => {
       const offset = parseInt(id, 10)
-      return { channel, offset, epoch: previous !== undefined && offset <= previous.offset ? previous.epoch : epoch, ts: Number(fields[1]), frame: fields[3] }
+      return { channel, offset, epoch: ends.find((e) => offset <= e.offset)?.epoch ?? epoch, ts: Number(fields[1]), frame: fields[3] }
     })
     const result: HistoryResult = { publications, top: { offset: Number(top), epoch }, earliest: Number(earliest) }
     if (previous !== undefined) result.previous = previous
+    if (ends.length > 1) result.earlier = ends.slice(0, -1).reverse()
     return result
   }
 
@@ -265,6 +312,22 @@ export class RedisBroker implements Broker {
     await this.pubsub.unsubscribe(name)
   }
 
+  /** On a cluster the control channel lives in the slot of its name: one shard carries every node's control messages. */
+  async publishControl (message: string): Promise<number> {
+    const name = this.controlName
+    return Number(await busCall(async () => this.pubsub.publishCommand === 'SPUBLISH' ? await this.cmd.spublish(name, message) : await this.cmd.publish(name, message)))
+  }
+
+  async subscribeControl (handler: ControlHandler): Promise<void> {
+    this.control = handler
+    await this.pubsub.subscribe(this.controlName)
+  }
+
+  async removeHistory (channel: string): Promise<StreamPosition> {
+    await busCall(async () => await this.cmd.del(this.base(channel) + ':s'))
+    return (await this.history(channel, { since: 0, limit: 0 })).top
+  }
+
   ready (): boolean { return this.cmd.status === 'ready' && this.pubsub.ready() }
 
   async close (): Promise<void> {
@@ -275,6 +338,7 @@ export class RedisBroker implements Broker {
   private base (channel: string): string { return this.options.prefix + ':{' + channel + '}' }
 
   private onMessage (name: string, message: string): void {
+    if (name === this.controlName) { this.control?.message(message); return }
     const channel = this.channels.get(name)
     if (channel === undefined) return
     const a = message.indexOf(' ')

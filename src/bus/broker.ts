@@ -61,6 +61,12 @@ export interface HistoryResult {
    * position continues into the current epoch without loss.
    */
   previous?: StreamPosition
+  /**
+   * The epochs before `previous` that it went on from in turn (a slot moved away and back, a failover after a
+   * move), newest first, each with where it ended: publications up to its offset (and past the one before it)
+   * carry its epoch, and a reader in it at or before that offset continues into the current epoch without loss.
+   */
+  earlier?: StreamPosition[]
 }
 
 /** How a broker reports to the hub. */
@@ -72,6 +78,13 @@ export interface BrokerHandler {
    * `channels` — of every channel when undefined — may have been missed and must be recovered from history.
    */
   onReconnect: (channels?: string[]) => void
+}
+
+/** How a broker reports control messages (see Broker.subscribeControl). */
+export interface ControlHandler {
+  message: (message: string) => void
+  /** Control messages may have been missed (the bus connection came back): state kept on the bus must be read again. */
+  missed: () => void
 }
 
 /**
@@ -119,6 +132,20 @@ export interface Broker {
    * if this call started it. Buses that cannot lose events leave it out.
    */
   restartEpoch?: (channel: string, seen: { offset: number, epoch: string }) => Promise<boolean>
+  /**
+   * Node-to-node control messages (the server API's commands and queries, control/plane.ts) on one reserved
+   * internal channel, which no Herald channel name can collide with. At most once, like all pub/sub. Resolves with
+   * how many nodes received it (this one included, once it subscribed); rejects with HERALD_ERR_BUS_UNAVAILABLE.
+   * A bus without it serves a single node: the server API then acts on that node alone.
+   */
+  publishControl?: (message: string) => Promise<number>
+  /** Starts delivering every node's control messages (this node's own too) to `handler`. */
+  subscribeControl?: (handler: ControlHandler) => Promise<void>
+  /**
+   * Drops a channel's history and keeps its position (offset and epoch), so offsets go on and a resume from before
+   * it is told `history_trimmed`. Resolves with the position.
+   */
+  removeHistory?: (channel: string) => Promise<StreamPosition>
   /** True while the bus can take publishes. */
   ready: () => boolean
   /** Closes the connections; idempotent. Later calls fail with HERALD_ERR_BUS_UNAVAILABLE. */

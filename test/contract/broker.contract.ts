@@ -310,5 +310,38 @@ export function brokerContract (name: string, factory: BrokerFactory, opts: { sk
       const h = await broker.history(ch, { since: 0, limit: 0 })
       assert.equal(h.top.offset, 200)
     })
+
+    await suite.test('control channel: a message reaches every subscriber, the sender too, and the count says how many', async (t) => {
+      const broker = await factory(t, brokerOptions())
+      if (broker.publishControl === undefined || broker.subscribeControl === undefined) return
+      const got: string[] = []
+      await broker.subscribeControl({ message: (m) => { got.push(m) }, missed: () => {} })
+      const text = JSON.stringify({ hello: uid(), channel: 'not a channel' })
+      assert.equal(await broker.publishControl(text), 1)
+      await until(() => got.includes(text), 'the control message comes back', 3000)
+      // Not a publication: no channel of the bus hears it.
+      const rec = recorder(broker)
+      const ch = `ctl-${uid()}`
+      await broker.subscribe(ch)
+      await broker.publishControl('second')
+      await barrier(broker, rec, ch)
+      await until(() => got.includes('second'), 'the second control message', 3000)
+      assert.deepEqual(rec.pubs.map((p) => p.channel), [ch])
+    })
+
+    await suite.test('removeHistory drops the events and keeps the position: offsets go on, a resume from before is trimmed', async (t) => {
+      const broker = await factory(t, brokerOptions())
+      if (broker.removeHistory === undefined) return
+      const ch = `rm-${uid()}`
+      assert.deepEqual(await broker.removeHistory(ch), { offset: 0, epoch: EMPTY_EPOCH }, 'nothing to remove, nothing created')
+      const first = await broker.publish({ channel: ch, data: 0 })
+      for (let i = 1; i < 3; i++) await broker.publish({ channel: ch, data: i })
+      assert.deepEqual(await broker.removeHistory(ch), { offset: 3, epoch: first.epoch })
+      const h = await broker.history(ch, { since: 0, limit: 10 })
+      assert.deepEqual([h.publications.length, h.top, h.earliest], [0, { offset: 3, epoch: first.epoch }, 4])
+      const next = await broker.publish({ channel: ch, data: 'after' })
+      assert.deepEqual([next.offset, next.epoch], [4, first.epoch])
+      assert.deepEqual((await broker.history(ch, { since: 0, limit: 10 })).publications.map((p) => p.offset), [4])
+    })
   })
 }
