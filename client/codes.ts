@@ -8,7 +8,8 @@ export { CloseCodes, shouldReconnect }
  * `disconnect` frame):
  * - `reconnect-now`: 1012, the node is draining — reconnect at once, with jitter;
  * - `refresh-token`: 4501, the token expired — get a new one (getToken), then reconnect;
- * - `terminal`: other 4500–4999 codes — do not reconnect;
+ * - `terminal`: other 4500–4999 codes — do not reconnect: among them 4504, a disconnect by the server API (its
+ *   default code), and 4505, a revoked token;
  * - `reconnect`: everything else (4000–4499, 1006, …) — reconnect with backoff and resume.
  */
 export type CloseAction = 'reconnect' | 'reconnect-now' | 'refresh-token' | 'terminal'

@@ -282,5 +282,6 @@ function closeCodeName (code: number): string {
   if (code === CloseCodes.UNAUTHORIZED) return 'HERALD_ERR_UNAUTHORIZED'
   if (code === CloseCodes.FORBIDDEN) return 'HERALD_ERR_FORBIDDEN'
   if (code === CloseCodes.TOKEN_EXPIRED) return 'HERALD_ERR_TOKEN_EXPIRED'
+  if (code === CloseCodes.TOKEN_REVOKED) return 'HERALD_ERR_TOKEN_REVOKED'
   return `HERALD_CLOSE_${code}`
 }

@@ -16,6 +16,8 @@ export interface SubscribedFrame {
   recovered?: boolean
   reason?: RecoveryReason
   replayed: number
+  /** The server API made this subscription: the client did not ask for it. */
+  server?: true
 }
 export interface UnsubscribedFrame { type: 'unsubscribed', channel: string, reason?: string, resubscribe?: boolean }
 export interface EventFrame { type: 'event', channel: string, offset: number, epoch: string, ts: number, event?: string, data: unknown }
@@ -36,6 +38,12 @@ export interface PollAnswer {
   events: EventFrame[]
   cursor: string
   recovery?: Array<{ channel: string, recovered: false, reason: RecoveryReason, offset: number, epoch: string }>
+  /** Subscriptions the server API gave this long-poll session since the last answer (they come with it while it lives). */
+  subscribed?: Array<Omit<SubscribedFrame, 'type'>>
+  /** Subscriptions the server API ended since the last answer. */
+  unsubscribed?: Array<{ channel: string, reason: string }>
+  /** The session was ended for good (a terminal code: the server API disconnected its subject or revoked its token). */
+  disconnect?: { code: number, reason: string, reconnect: boolean }
 }
 
 /** The client frames the client sends. */

@@ -129,6 +129,8 @@ export class Subscriptions {
   }
 
   onPollAnswer (answer: PollAnswer, channels: string[]): void {
+    // Ended by the server API: as an `unsubscribed` frame would say on the other transports.
+    for (const u of answer.unsubscribed ?? []) this.onUnsubscribed({ type: 'unsubscribed', channel: u.channel, reason: u.reason })
     const recovered = new Set<string>()
     for (const r of answer.recovery ?? []) {
       const sub = this.subs.get(r.channel)

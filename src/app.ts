@@ -22,6 +22,8 @@ import namespacesPlugin from './plugins/namespaces.js'
 import presencePlugin from './plugins/presence.js'
 import hubPlugin from './plugins/hub.js'
 import authPlugin from './plugins/auth.js'
+import revocationsPlugin from './plugins/revocations.js'
+import controlPlugin from './plugins/control.js'
 import sessionsPlugin from './plugins/sessions.js'
 import externalPlugins from './plugins/external.js'
 
@@ -107,8 +109,10 @@ async function heraldPlugin (host: FastifyInstance, opts: HeraldOptions): Promis
     await child.register(namespacesPlugin)
     await child.register(presencePlugin, { store: opts.presence })
     await child.register(hubPlugin)
+    await child.register(revocationsPlugin)
     await child.register(authPlugin)
     await child.register(sessionsPlugin)
+    await child.register(controlPlugin)
     await child.register(externalPlugins)
     handleErrors(child)
     await child.register(fastifyAutoload, {

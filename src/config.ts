@@ -61,6 +61,9 @@ export const EnvSchema = Type.Object({
   PRESENCE_TTL: Type.Integer({ minimum: 3, maximum: 3600, default: 30, description: 'Seconds a presence entry outlives its node without being refreshed (the bound on ghost members after a crash).' }),
   PRESENCE_BATCH_MS: Type.Integer({ minimum: 0, maximum: 10_000, default: 200, description: 'Window (ms) over which join/leave changes are batched into one frame.' }),
   REQUEST_TIMEOUT: Type.Integer({ minimum: 1, maximum: 600, default: 10, description: 'Seconds a request\'s head and body may take to arrive (slow senders are cut off); streams and long-polls are not limited by it once their request is in. Standalone server; plugin hosts spread heraldServerOptions().' }),
+  API_KEYS: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Keys of the server API (`/v1/api/…`, `DELETE /v1/channels/{channel}/events`; docs/server-api.md): a comma list, each at least 16 characters, sent as `X-API-Key` (several, so keys rotate without downtime). Unset: those routes answer 403 `HERALD_ERR_API_DISABLED`.' })),
+  REVOKE_TTL: Type.Integer({ minimum: 60, maximum: 366 * 86400, default: 86400, description: 'Seconds a server API revocation lasts when it names no `until`: set it to the longest lifetime of the tokens your backend mints (Herald\'s own longest, the development token, lives 24 h).' }),
+  REVOKE_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000, description: 'Most revocations kept at once (each node holds them all in memory, about 200 bytes each); past it a revoke is refused with 429 `HERALD_ERR_TOO_MANY_REVOCATIONS`.' }),
   DRAIN_TIMEOUT: Type.Integer({ minimum: 0, maximum: 600, default: 10, description: 'Seconds a graceful shutdown waits for connections to finish.' })
 })
 
@@ -101,6 +104,8 @@ export interface HeraldConfig {
   namespaces?: NamespacesFile
   namespacesFile?: string
   presence: { ttlSeconds: number, batchMs: number }
+  /** The server API: its keys (none: disabled), and the default lifetime and bound of revocations. */
+  api: { keys: string[], revokeTtlSeconds: number, revokeMax: number }
 }
 
 /** Reads, converts and validates the environment; throws a ConfigError listing every bad value. */
@@ -124,6 +129,7 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     if (first !== undefined) problems.push(`${key}=${JSON.stringify(raw[key])}: ${first.message}`)
   }
   if (converted.TRUST_PROXY !== undefined) problems.push(...trustProxyProblems(converted.TRUST_PROXY))
+  if (converted.API_KEYS !== undefined) problems.push(...apiKeysProblems(apiKeysOf(converted.API_KEYS)).map((p) => 'API_KEYS: ' + p))
   if (converted.REDIS_URL !== undefined && converted.REDIS_CLUSTER !== undefined) problems.push('REDIS_URL and REDIS_CLUSTER are both set: use one of them')
   if (problems.length === 0) problems.push(...resolveJwtSettings(jwtOf(converted)).problems)
   if (problems.length > 0) throw new ConfigError(problems)
@@ -131,6 +137,26 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
     throw new ConfigError(['JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production'])
   }
   return converted
+}
+
+/** The keys of an API_KEYS value (comma list, blanks around them ignored). */
+export function apiKeysOf (value: string): string[] {
+  return value.split(',').map((k) => k.trim()).filter(Boolean)
+}
+
+/** Smallest length of a server API key: guessing one must be out of reach. */
+export const API_KEY_MIN_LENGTH = 16
+
+/** What is wrong with a list of server API keys (never the keys themselves: they would end up in logs). */
+export function apiKeysProblems (keys: unknown): string[] {
+  if (!Array.isArray(keys) || keys.length === 0) return ['a non-empty list of keys is required']
+  const problems: string[] = []
+  keys.forEach((key, i) => {
+    if (typeof key !== 'string' || key.length < API_KEY_MIN_LENGTH || key.length > 256 || /[\s,]/.test(key)) {
+      problems.push(`key ${i + 1} must be ${API_KEY_MIN_LENGTH}–256 characters without blanks or commas`)
+    }
+  })
+  return problems
 }
 
 /** What is wrong with a TRUST_PROXY value (see trustProxyOption). */
@@ -217,7 +243,9 @@ const FIELDS = {
   'ws.acceptBinary': 'WS_ACCEPT_BINARY',
   positionCheckSeconds: 'POSITION_CHECK',
   'presence.ttlSeconds': 'PRESENCE_TTL',
-  'presence.batchMs': 'PRESENCE_BATCH_MS'
+  'presence.batchMs': 'PRESENCE_BATCH_MS',
+  'api.revokeTtlSeconds': 'REVOKE_TTL',
+  'api.revokeMax': 'REVOKE_MAX'
 } as const satisfies Record<string, keyof Env>
 
 /** Settings of the plugin form that no environment variable maps to, and the shape each must have. */
@@ -229,7 +257,8 @@ const OTHER_FIELDS: Record<string, (v: unknown) => boolean> = {
   jwt: (v) => typeof v === 'object' && v !== null,
   corsOrigins: (v) => v === '*' || (Array.isArray(v) && v.every((o) => typeof o === 'string')),
   namespaces: (v) => v === undefined || (typeof v === 'object' && v !== null),
-  namespacesFile: (v) => v === undefined || typeof v === 'string'
+  namespacesFile: (v) => v === undefined || typeof v === 'string',
+  'api.keys': (v) => Array.isArray(v) && (v.length === 0 || apiKeysProblems(v).length === 0)
 }
 
 export function configFromEnv (env: Env): HeraldConfig {
@@ -240,7 +269,8 @@ export function configFromEnv (env: Env): HeraldConfig {
     redisCluster: env.REDIS_CLUSTER?.split(','),
     jwt: checkedJwt(jwtOf(env)),
     corsOrigins: env.CORS_ORIGINS.trim() === '*' ? '*' : env.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
-    namespacesFile: env.NAMESPACES_FILE
+    namespacesFile: env.NAMESPACES_FILE,
+    api: { keys: env.API_KEYS === undefined ? [] : apiKeysOf(env.API_KEYS) }
   } as unknown as HeraldConfig
   for (const [path, key] of Object.entries(FIELDS)) setPath(config, path, env[key])
   return config

@@ -52,7 +52,7 @@ export class Metrics {
         }
       }
     })
-    this.published = new Counter({ name: 'herald_events_published_total', help: 'Events accepted for publishing, by transport (rest, websocket)', labelNames: ['transport'], registers })
+    this.published = new Counter({ name: 'herald_events_published_total', help: 'Events accepted for publishing, by transport (rest, websocket, api: a server API broadcast)', labelNames: ['transport'], registers })
     this.errors = new Counter({ name: 'herald_errors_total', help: 'Errors answered to clients, by HERALD_ERR code', labelNames: ['code'], registers })
     this.busReconnects = new Counter({ name: 'herald_bus_reconnects_total', help: 'Times the bus connection came back after a loss', registers })
     this.evictions = new Counter({ name: 'herald_evictions_total', help: 'Slow consumers: connections evicted (reason=disconnect) or channels dropped (reason=dropped)', labelNames: ['transport', 'reason'], registers })

@@ -80,7 +80,22 @@ export const PollReply = Type.Object({
     reason: Type.String(),
     offset: Type.Integer(),
     epoch: Type.String()
-  }), { description: 'Channels whose cursor position could not be resumed; they continue from `offset`' }))
+  }), { description: 'Channels whose cursor position could not be resumed; they continue from `offset`' })),
+  subscribed: Type.Optional(Type.Array(Type.Object({
+    channel: Type.String(),
+    offset: Type.Integer(),
+    epoch: Type.String(),
+    replayed: Type.Integer(),
+    recovered: Type.Optional(Type.Boolean()),
+    reason: Type.Optional(Type.String()),
+    server: Type.Literal(true)
+  }), { description: 'Channels the server API subscribed this session to since the last answer (docs/server-api.md)' })),
+  unsubscribed: Type.Optional(Type.Array(Type.Object({ channel: Type.String(), reason: Type.String() }), { description: 'Subscriptions the server API ended since the last answer' })),
+  disconnect: Type.Optional(Type.Object({
+    code: Type.Integer({ description: 'A terminal close code (docs/protocol.md): 4504 disconnected (the default of the server API), 4505 token revoked, or a code of the backend' }),
+    reason: Type.String(),
+    reconnect: Type.Boolean()
+  }, { description: 'The session was ended for good: poll no more with this token' }))
 })
 
 export const PresenceReply = Type.Object({

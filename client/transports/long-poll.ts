@@ -93,6 +93,11 @@ export class LongPollTransport implements Transport {
       if (!this.everOpened) this.markOpen()
       if (stale()) return
       host.pollAnswer(answer, channels.map((c) => c.channel))
+      // Ended for good by the server (disconnected through the server API, a revoked token): like a WebSocket close code.
+      if (answer.disconnect !== undefined) {
+        this.fail({ opened: true, code: answer.disconnect.code, reason: `disconnect ${answer.disconnect.code} ${answer.disconnect.reason}` })
+        return
+      }
       // Channels the server did not position (an older server answered a zero-timeout poll before its subscribe
       // was set up): ask again soon rather than after a full wait.
       const positioned = decodeCursor(answer.cursor, channels.map((c) => c.channel))

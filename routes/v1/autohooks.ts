@@ -11,6 +11,8 @@ export type Admission =
   | 'poll'
   /** A connection (SSE; WebSocket upgrades): a token, not while draining, an allowed Origin, under the connection limits. */
   | 'connection'
+  /** The server API: an `X-API-Key` of API_KEYS, never a user token (docs/server-api.md). */
+  | 'api'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -33,6 +35,7 @@ export default async function v1Hooks (fastify: FastifyInstance): Promise<void> 
   fastify.decorateRequest('admission', null)
   fastify.addHook('onRequest', async (request) => {
     const admission = request.routeOptions.config.admission ?? 'rest'
+    if (admission === 'api') { fastify.authenticateApiKey(request); return }
     if (admission === 'rest') { await fastify.authenticate(request); return }
     // A plain GET of the WebSocket route is answered 426 by its handler, without a token.
     if (request.routeOptions.config.upgradeOnly === true && !request.ws) return

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelParams, ErrorBody, WhoAmIReply, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply, sendJsonText } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
+import { HistoryRemovedReply } from '../../src/control/schemas.js'
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 503: ErrorBody }
 
@@ -60,6 +61,24 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
     const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
       ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
     sendJsonText(reply, body)
+  })
+
+  fastify.delete('/channels/:channel/events', {
+    config: { admission: 'api', rateLimit: false },
+    schema: {
+      summary: 'Remove a channel\'s history (server API)',
+      description: 'Needs an `X-API-Key` of API_KEYS, never a user token. The events are dropped; the channel keeps its offset and epoch, so publishing goes on from them and a resume from before is told `recovered: false` (`history_trimmed`). Live subscribers are not affected.',
+      tags: ['server api'],
+      security: [{ apiKey: [] }],
+      params: ChannelParams,
+      response: { 200: HistoryRemovedReply, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 429: ErrorBody, 503: ErrorBody }
+    }
+  }, async (request) => {
+    const { channel } = request.params
+    namespaces.require(channel)
+    if (bus.removeHistory === undefined) throw new Errors.VALIDATION(`the ${bus.kind} bus cannot remove history`)
+    const top = await bus.removeHistory(channel)
+    return { channel, offset: top.offset, epoch: top.epoch }
   })
 
   fastify.get('/whoami', {

@@ -24,7 +24,7 @@ export function tokenOf (request: FastifyRequest): string | undefined {
 
 /** Turns verified claims into a principal, refusing tokens whose claims have the wrong shape. */
 export function principalOf (claims: Record<string, unknown>): Principal {
-  const { sub, subscribe = [], publish = [], exp, info } = claims
+  const { sub, subscribe = [], publish = [], exp, info, iat, jti } = claims
   if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) throw new Errors.UNAUTHORIZED('claim "sub" must be a non-empty string')
   for (const [name, list] of [['subscribe', subscribe], ['publish', publish]] as const) {
     if (!Array.isArray(list) || list.length > MAX_PATTERNS || !list.every((p) => typeof p === 'string' && PATTERN_RE.test(p))) {
@@ -32,7 +32,10 @@ export function principalOf (claims: Record<string, unknown>): Principal {
     }
   }
   // NumericDate may have a fraction; whole seconds are what frames and timers carry.
-  return { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' && Number.isFinite(exp) ? Math.floor(exp) : undefined, info }
+  const principal: Principal = { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' && Number.isFinite(exp) ? Math.floor(exp) : undefined, info }
+  if (typeof iat === 'number' && Number.isFinite(iat)) principal.iat = Math.floor(iat)
+  if (typeof jti === 'string' && jti.length > 0 && jti.length <= 256) principal.jti = jti
+  return principal
 }
 
 /**

@@ -11,6 +11,10 @@ export interface Principal {
   exp?: number
   /** Optional `info` claim, passed on to presence. */
   info?: unknown
+  /** Issue time (`iat`, seconds since the epoch), when the token has one: revocations by subject compare it. */
+  iat?: number
+  /** Token id (`jti`), when the token has one: a revocation may name it. */
+  jti?: string
 }
 
 export type Action = 'subscribe' | 'publish'

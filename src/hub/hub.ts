@@ -69,6 +69,11 @@ export class Hub {
 
   subscriberCount (channel: string): number { return this.channels.get(channel)?.subs.size ?? 0 }
 
+  /** The channels with local subscribers, each with how many (the server API's channel list). */
+  * subscribedChannels (): IterableIterator<[string, number]> {
+    for (const [name, state] of this.channels) if (state.subs.size > 0) yield [name, state.subs.size]
+  }
+
   get subscriptionCount (): number {
     let n = 0
     for (const state of this.channels.values()) n += state.subs.size

@@ -6,8 +6,8 @@ import { Errors } from '../errors.js'
 
 export interface PublishInput { channel: string, data: unknown, event?: string, id?: string }
 
-/** Where a publish came from: a backend over REST, or a client over its WebSocket. */
-export type PublishSource = 'rest' | 'websocket'
+/** Where a publish came from: a backend over REST or the server API (a broadcast), or a client over its WebSocket. */
+export type PublishSource = 'rest' | 'websocket' | 'api'
 
 /**
  * The one way an event is published, whoever publishes it: the principal's permission, the channel's namespace

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyRequest } from 'fastify'
@@ -22,6 +23,8 @@ declare module 'fastify' {
     authorize: (principal: Principal, action: Action, channel: string) => void
     /** Verifies a bare token (e.g. from a WebSocket `refresh` frame). */
     verifyToken: (token: string) => Promise<Principal>
+    /** Checks the request's `X-API-Key` against API_KEYS (the server API), or throws a HERALD_ERR_*. */
+    authenticateApiKey: (request: FastifyRequest) => void
   }
 }
 
@@ -60,11 +63,16 @@ export default fp(async function authPlugin (fastify) {
   // any signature is checked (a flood of bad tokens would otherwise cost a verification each, unlimited).
   const failures = new KeyedCounter(config.limits.restMax, config.limits.restWindowSeconds * 1000)
 
+  // A revoked token is refused however it verifies, cached or not (revocations change; the cache does not).
+  const revocations = fastify.heraldRevocations.list
   async function verifyToken (token: string): Promise<Principal> {
-    const cached = verified.get(token, Date.now())
-    if (cached !== undefined) return cached
-    const principal = verifyUncached(token)
-    verified.set(token, principal, Date.now())
+    let principal = verified.get(token, Date.now())
+    if (principal === undefined) {
+      principal = verifyUncached(token)
+      verified.set(token, principal, Date.now())
+    }
+    const revoked = revocations.check(principal)
+    if (revoked !== undefined) throw new Errors.TOKEN_REVOKED(revoked)
     return principal
   }
 
@@ -96,9 +104,31 @@ export default fp(async function authPlugin (fastify) {
       throw err
     }
   })
+  // Keys are compared as SHA-256 digests (equal lengths for timingSafeEqual), every key every time: how long a
+  // refusal takes says nothing about how close a guess was, nor which key it was near.
+  const apiKeys = config.api.keys.map(digest)
+  fastify.decorate('authenticateApiKey', (request: FastifyRequest) => {
+    if (apiKeys.length === 0) throw new Errors.API_DISABLED()
+    const blocked = failures.blockedFor(request.ip)
+    if (blocked > 0) throw new Errors.RATE_LIMITED(`${Math.ceil(blocked / 1000)}s (too many failed authentications)`)
+    const given = request.headers['x-api-key']
+    if (typeof given !== 'string' || given === '') {
+      failures.add(request.ip)
+      throw new Errors.BAD_API_KEY('send the X-API-Key header (user tokens are not accepted here)')
+    }
+    const mine = digest(given)
+    let ok = false
+    for (const key of apiKeys) ok = timingSafeEqual(mine, key) || ok
+    if (!ok) {
+      failures.add(request.ip)
+      throw new Errors.BAD_API_KEY('not one of API_KEYS')
+    }
+  })
   fastify.decorate('authorize', (principal: Principal, action: Action, channel: string) => {
     if (!can(principal, action, channel)) throw new Errors.FORBIDDEN(action, channel)
   })
-}, { name: 'herald-auth', dependencies: ['herald-config'] })
+}, { name: 'herald-auth', dependencies: ['herald-config', 'herald-revocations'] })
+
+function digest (text: string): Buffer { return createHash('sha256').update(text).digest() }
 
 

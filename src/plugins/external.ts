@@ -11,7 +11,7 @@ export default fp(async function externalPlugins (fastify) {
     openapi: {
       openapi: '3.1.0',
       info: { title: 'Herald', version, description: 'Real-time event gateway. WebSocket and SSE frames: docs/protocol.md; error codes: docs/errors.md.' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } }
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'A key of API_KEYS (server API; docs/server-api.md)' } } }
     }
   })
   // An OPTIONS request that is no preflight gets the same empty answer rather than a text/plain 400.

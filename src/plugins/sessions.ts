@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { Sessions } from '../session/sessions.js'
-import { PollSessions } from '../transports/long-poll.js'
+import { PollSessions } from '../transports/poll-sessions.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -26,6 +26,10 @@ export const CloseCodes = {
   UNAUTHORIZED: 4502,
   /** The token does not allow what the connection needs. */
   FORBIDDEN: 4503,
+  /** Disconnected by the application (server API `disconnect`, its default code): do not reconnect with this token. */
+  DISCONNECTED: 4504,
+  /** The token was revoked (server API `revoke`): do not reconnect with it. */
+  TOKEN_REVOKED: 4505,
   /** A frame larger than the hard limit; fix the client. */
   MESSAGE_TOO_BIG: 1009
 } as const

@@ -6,6 +6,9 @@
 export const ERROR_TABLE = {
   UNAUTHORIZED: { code: 'HERALD_ERR_UNAUTHORIZED', status: 401, message: 'Missing or invalid token: %s' },
   TOKEN_EXPIRED: { code: 'HERALD_ERR_TOKEN_EXPIRED', status: 401, message: 'Token expired' },
+  TOKEN_REVOKED: { code: 'HERALD_ERR_TOKEN_REVOKED', status: 401, message: 'Token revoked (%s)' },
+  BAD_API_KEY: { code: 'HERALD_ERR_BAD_API_KEY', status: 401, message: 'Missing or invalid API key: %s' },
+  API_DISABLED: { code: 'HERALD_ERR_API_DISABLED', status: 403, message: 'The server API is disabled: no API_KEYS are configured' },
   FORBIDDEN: { code: 'HERALD_ERR_FORBIDDEN', status: 403, message: 'Token does not allow %s on channel %s' },
   BAD_CHANNEL: { code: 'HERALD_ERR_BAD_CHANNEL', status: 400, message: 'Invalid channel name: %s' },
   VALIDATION: { code: 'HERALD_ERR_VALIDATION', status: 400, message: 'Invalid request: %s' },
@@ -28,6 +31,7 @@ export const ERROR_TABLE = {
   NOT_FOUND: { code: 'HERALD_ERR_NOT_FOUND', status: 404, message: 'Route %s %s not found' },
   METHOD_NOT_ALLOWED: { code: 'HERALD_ERR_METHOD_NOT_ALLOWED', status: 405, message: 'Method not allowed' },
   UNSUPPORTED_MEDIA_TYPE: { code: 'HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', status: 415, message: 'Unsupported content type: %s' },
+  TOO_MANY_REVOCATIONS: { code: 'HERALD_ERR_TOO_MANY_REVOCATIONS', status: 429, message: 'The revocation list is full (%s entries, REVOKE_MAX): revoke by subject, or wait for entries to expire' },
   TOO_MANY_CONNECTIONS: { code: 'HERALD_ERR_TOO_MANY_CONNECTIONS', status: 429, message: 'Too many connections (%s)' },
   ORIGIN_NOT_ALLOWED: { code: 'HERALD_ERR_ORIGIN_NOT_ALLOWED', status: 403, message: 'Origin %s is not allowed' },
   RATE_LIMITED: { code: 'HERALD_ERR_RATE_LIMITED', status: 429, message: 'Too many requests, retry in %s' },

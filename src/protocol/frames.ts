@@ -27,13 +27,14 @@ export const SubscribedFrame = Type.Object({
   epoch: Type.String(),
   recovered: Type.Optional(Type.Boolean({ description: 'Present when the subscribe had `since`: true if every event after it follows' })),
   reason: Type.Optional(RecoveryFailure),
-  replayed: Type.Integer({ description: 'Events replayed from history right after this frame' })
+  replayed: Type.Integer({ description: 'Events replayed from history right after this frame' }),
+  server: Type.Optional(Type.Literal(true, { description: 'Present when the server API made this subscription: the client did not ask for it' }))
 })
 
 export const UnsubscribedFrame = Type.Object({
   type: Type.Literal('unsubscribed'),
   channel: Channel,
-  reason: Type.Optional(Type.String({ description: '`client` when asked for; otherwise why the server ended it (e.g. `insufficient_state`: resubscribe with your last position)' })),
+  reason: Type.Optional(Type.String({ description: '`client` when asked for; `server` when the server API ended it; otherwise why the server ended it (e.g. `insufficient_state`: resubscribe with your last position)' })),
   resubscribe: Type.Optional(Type.Boolean({ description: 'True when the client should subscribe again with `since` = its last position' }))
 })
 

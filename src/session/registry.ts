@@ -1,4 +1,6 @@
 import { TRANSPORTS, type TransportName } from '../protocol/transports.js'
+import type { Principal } from '../auth/permissions.js'
+import type { Session } from './session.js'
 
 /** A live client connection of any transport, as the registry, the drain and the metrics see it. */
 export interface Connection {
@@ -6,15 +8,22 @@ export interface Connection {
   readonly transportName: TransportName
   /** Token subject, for the per-subject connection limit. */
   readonly sub: string
+  /** Who the token says it is, when the connection keeps it (a revocation closes the connections of its tokens). */
+  readonly principal?: Principal
   /** Ends the connection, telling the client why (a close code of protocol/codes.ts). */
   close: (code: number, reason: string) => void
 }
 
-/** Every open connection of this node: counted by transport and by subject, closed together on drain. */
+/**
+ * Every open connection of this node: counted by transport and by subject, closed together on drain. Beside them,
+ * every session by subject — long-poll sessions too, which live between their polls and are not connections — for
+ * the server API, which acts on a subject's sessions (control/actions.ts).
+ */
 export class SessionRegistry {
   private readonly all = new Set<Connection>()
   private readonly counts = Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<TransportName, number>
-  private readonly bySub = new Map<string, number>()
+  private readonly bySub = new Map<string, Set<Connection>>()
+  private readonly sessionsBySub = new Map<string, Set<Session>>()
   private nextId = 0
 
   constructor (readonly nodeId: string) {}
@@ -25,19 +34,38 @@ export class SessionRegistry {
     if (this.all.has(conn)) return
     this.all.add(conn)
     this.counts[conn.transportName]++
-    this.bySub.set(conn.sub, (this.bySub.get(conn.sub) ?? 0) + 1)
+    addTo(this.bySub, conn.sub, conn)
   }
 
   delete (conn: Connection): void {
     if (!this.all.delete(conn)) return
     this.counts[conn.transportName]--
-    const n = (this.bySub.get(conn.sub) ?? 1) - 1
-    if (n > 0) this.bySub.set(conn.sub, n)
-    else this.bySub.delete(conn.sub)
+    deleteFrom(this.bySub, conn.sub, conn)
   }
 
+  /** A session opened (whether or not it is a connection of its own). */
+  track (session: Session): void { addTo(this.sessionsBySub, session.sub, session) }
+
+  untrack (session: Session): void { deleteFrom(this.sessionsBySub, session.sub, session) }
+
+  /** The open sessions of one token subject (a copy: acting on them may end them). */
+  sessionsOf (sub: string): Session[] { return [...this.sessionsBySub.get(sub) ?? []] }
+
+  /** Every open session (a copy). */
+  sessions (): Session[] {
+    const out: Session[] = []
+    for (const set of this.sessionsBySub.values()) out.push(...set)
+    return out
+  }
+
+  /** Every open connection (a copy). */
+  connections (): Connection[] { return [...this.all] }
+
+  /** The open connections of one token subject (a copy). */
+  connectionsOf (sub: string): Connection[] { return [...this.bySub.get(sub) ?? []] }
+
   /** Open connections of one token subject. */
-  countOf (sub: string): number { return this.bySub.get(sub) ?? 0 }
+  countOf (sub: string): number { return this.bySub.get(sub)?.size ?? 0 }
 
   count (transport?: TransportName): number { return transport === undefined ? this.all.size : this.counts[transport] }
 
@@ -45,4 +73,16 @@ export class SessionRegistry {
   closeAll (code: number, reason: string): void {
     for (const conn of [...this.all]) conn.close(code, reason)
   }
+}
+
+function addTo<T> (index: Map<string, Set<T>>, key: string, value: T): void {
+  let set = index.get(key)
+  if (set === undefined) index.set(key, set = new Set())
+  set.add(value)
+}
+
+function deleteFrom<T> (index: Map<string, Set<T>>, key: string, value: T): void {
+  const set = index.get(key)
+  if (set === undefined || !set.delete(value)) return
+  if (set.size === 0) index.delete(key)
 }

@@ -35,7 +35,8 @@ export interface SessionOptions {
   connection?: boolean
 }
 
-interface SubState { active: boolean, ns: NamespaceOptions | undefined }
+/** `server`: made by the server API (control/actions.ts), not asked for by the client; no token pattern needed. */
+interface SubState { active: boolean, ns: NamespaceOptions | undefined, server: boolean }
 
 /** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
 export const MAX_TIMER_MS = 0x7fffffff
@@ -59,12 +60,15 @@ export function expiryTimer (exp: number, now: number): { ms: number, expired: b
 export class Session implements Sink, Connection, OutboxTarget {
   readonly id: string
   readonly openedAt = Date.now()
-  /** Where a one-way transport's stream stands per channel: SSE ids and long-poll cursors carry it. */
-  readonly cursor = new StreamCursor()
   private readonly subs = new Map<string, SubState>()
+  /*
+   * Made on first use: an idle WebSocket never needs a stream cursor, and most sessions are between subscribe
+   * attempts (each Map is about 250 bytes; these three were a fifth of an idle connection's heap).
+   */
+  private streamCursor?: StreamCursor
   /** Per channel, the subscribe attempt under way (serialised), and the state the hub is setting up now. */
-  private readonly attempts = new Map<string, Promise<SubscribeResult>>()
-  private readonly running = new Map<string, SubState>()
+  private attempts?: Map<string, Promise<SubscribeResult>>
+  private running?: Map<string, SubState>
   private readonly outbox: Outbox
   private expiry?: NodeJS.Timeout
   private presenceMember?: PresenceMember
@@ -83,6 +87,7 @@ export class Session implements Sink, Connection, OutboxTarget {
     this.outbox = new Outbox(this, services.maxBufferBytes)
     this.scheduleExpiry()
     if (options.connection !== false) services.registry.add(this)
+    services.registry.track(this)
   }
 
   get transportName (): TransportName { return this.transport.name }
@@ -99,40 +104,52 @@ export class Session implements Sink, Connection, OutboxTarget {
 
   isSubscribed (channel: string): boolean { return this.subs.has(channel) }
 
+  /** Whether the server API made this subscription (the client did not ask for it). */
+  isServerSubscription (channel: string): boolean { return this.subs.get(channel)?.server === true }
+
   // ---- subscriptions ----
 
   /**
    * Subscribes one channel: permission, namespace and the subscription cap are checked at once (throwing the
-   * HERALD_ERR_* to answer with), then the hub replays from `since` (if given) and goes live.
+   * HERALD_ERR_* to answer with), then the hub replays from `since` (if given) and goes live. A subscription the
+   * server API makes (`server`) needs no pattern in the token (the backend decided), but the namespace and the cap hold.
    */
-  subscribe (channel: string, since?: StreamPosition): Promise<SubscribeResult> {
-    if (!can(this.principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
+  subscribe (channel: string, since?: StreamPosition, server = false): Promise<SubscribeResult> {
+    if (!server && !can(this.principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
     const ns = this.services.namespaces.require(channel)
     if (this.subs.has(channel)) throw new Errors.ALREADY_SUBSCRIBED(channel)
     if (this.subs.size >= this.services.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(this.services.maxSubscriptions)
-    const state: SubState = { active: false, ns }
+    const state: SubState = { active: false, ns, server }
     this.subs.set(channel, state)
     // One attempt per channel at a time: a subscribe after an unsubscribe of one still being set up waits for it
     // (which then undoes itself), so the hub never holds two for this session, nor one the session forgot.
-    const before = this.attempts.get(channel)
+    const attempts = this.attempts ??= new Map()
+    const before = attempts.get(channel)
     const attempt = (before === undefined ? Promise.resolve() : before.catch(() => {})).then(async () => {
       if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
-      this.running.set(channel, state)
+      const running = this.running ??= new Map()
+      running.set(channel, state)
       let result: SubscribeResult
       try {
         result = await this.services.hub.subscribe(this, channel, since)
       } finally {
-        this.running.delete(channel)
+        running.delete(channel)
       }
       // Unsubscribed while it was being set up: it was undone (see subscribed); say so rather than ack it.
       if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
       return result
     })
-    this.attempts.set(channel, attempt)
+    attempts.set(channel, attempt)
     return attempt.catch((err: unknown) => {
       if (this.subs.get(channel) === state) this.subs.delete(channel)
       throw err
-    }).finally(() => { if (this.attempts.get(channel) === attempt) this.attempts.delete(channel) })
+    }).finally(() => { if (attempts.get(channel) === attempt) attempts.delete(channel) })
+  }
+
+  /** The server API subscribes this session (see subscribe); a transport shared by several clients becomes its own. */
+  serverSubscribe (channel: string, since?: StreamPosition): Promise<SubscribeResult> {
+    this.transport.personalise?.()
+    return this.subscribe(channel, since, true)
   }
 
   /** Ends a subscription, telling the client why (`client`, `forbidden`, …); false when there was none. */
@@ -148,7 +165,7 @@ export class Session implements Sink, Connection, OutboxTarget {
   reauthorize (principal: Principal): void {
     this.principal = principal
     this.scheduleExpiry()
-    for (const channel of [...this.subs.keys()]) if (!can(principal, 'subscribe', channel)) this.unsubscribe(channel, 'forbidden')
+    for (const [channel, state] of [...this.subs]) if (!state.server && !can(principal, 'subscribe', channel)) this.unsubscribe(channel, 'forbidden')
   }
 
   /** Sends a control frame (ack, error, pong, presence reply) through the outbox, after the events before it. */
@@ -168,10 +185,10 @@ export class Session implements Sink, Connection, OutboxTarget {
 
   subscribed (result: SubscribeResult): void {
     // Closed or unsubscribed (and perhaps subscribed anew) while the hub was still setting it up: undo it.
-    const state = this.running.get(result.channel)
+    const state = this.running?.get(result.channel)
     if (this.ended || state === undefined || this.subs.get(result.channel) !== state) { this.services.hub.unsubscribe(this, result.channel); return }
     state.active = true
-    this.outbox.control(frame.subscribed(result), result)
+    this.outbox.control(frame.subscribed(state.server ? { ...result, server: true } : result), result)
   }
 
   deliver (pub: Publication, replay = false): void {
@@ -211,6 +228,9 @@ export class Session implements Sink, Connection, OutboxTarget {
 
   // ---- OutboxTarget ----
 
+  /** Where a one-way transport's stream stands per channel: SSE ids and long-poll cursors carry it. */
+  get cursor (): StreamCursor { return this.streamCursor ??= new StreamCursor() }
+
   buffered (): number { return this.transport.buffered() }
 
   writeEvent (pub: Publication): void {
@@ -222,7 +242,7 @@ export class Session implements Sink, Connection, OutboxTarget {
   writeFrame (text: string, result?: SubscribeResult): void {
     if (this.ended) return
     if (result === undefined) { this.transport.send(text); return }
-    this.cursor.set(result.channel, result)
+    if (!this.transport.bidirectional) this.cursor.set(result.channel, result)
     this.transport.subscribed(text, result)
   }
 
@@ -275,5 +295,6 @@ export class Session implements Sink, Connection, OutboxTarget {
     for (const channel of this.subs.keys()) this.services.hub.unsubscribe(this, channel)
     this.subs.clear()
     this.services.registry.delete(this)
+    this.services.registry.untrack(this)
   }
 }

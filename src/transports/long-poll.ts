@@ -2,17 +2,33 @@ import type { Publication } from '../bus/broker.js'
 import type { SubscribeResult } from '../hub/sink.js'
 import type { Principal } from '../auth/permissions.js'
 import type { Session } from '../session/session.js'
-import type { Admission, Sessions } from '../session/sessions.js'
 import type { Connection } from '../session/registry.js'
-import type { StreamRequest } from './stream-request.js'
-import type { DeliveryCounts, Transport } from './transport.js'
-import { CloseCodes } from '../protocol/codes.js'
-import { Errors, asHeraldError, type HeraldError } from '../errors.js'
+import type { Transport } from './transport.js'
+import { CloseCodes, shouldReconnect } from '../protocol/codes.js'
+import { encodeCursor, type StreamPosition } from '../protocol/cursor.js'
+import { frame } from '../protocol/frames.js'
+import { asHeraldError, type HeraldError } from '../errors.js'
+import type { PollSessions } from './poll-sessions.js'
 
 export type PollAnswer = { body: string } | { error: HeraldError }
 
 /** Most events one long-poll answer carries; the rest follow on the next poll (its cursor stops before them). */
 export const MAX_POLL_EVENTS = 1000
+
+/** Why a session ended, when its answer must say so (see endsForGood). */
+export interface Ending { code: number, reason: string }
+
+/** The `disconnect` member of a poll answer (the SSE `disconnect` frame without its type). */
+export function disconnectJson (ending: Ending): string {
+  return frame.disconnect(ending.code, ending.reason).replace('{"type":"disconnect",', '{')
+}
+
+/**
+ * A session or poll closed with a terminal code (4500–4999: the server API's disconnect and revoke, a backend's own)
+ * is ended for good: its answer says so, with `disconnect`. Not an expired token (4501): the session's token is
+ * its first poll's, and later polls may carry a renewed one; they simply go on in a new session.
+ */
+function endsForGood (code: number): boolean { return !shouldReconnect(code) && code !== CloseCodes.TOKEN_EXPIRED }
 
 /** One waiting poll request: a connection of the registry (counted, drained) until it is answered. */
 class Waiter implements Connection {
@@ -20,8 +36,13 @@ class Waiter implements Connection {
   timer?: NodeJS.Timeout
   timedOut = false
   done = false
-  constructor (readonly id: string, readonly sub: string, readonly respond: (answer: PollAnswer) => void, readonly end: (waiter: Waiter) => void) {}
-  close (): void { this.end(this) }
+  readonly sub: string
+  constructor (readonly id: string, readonly principal: Principal, readonly respond: (answer: PollAnswer) => void, readonly end: (waiter: Waiter, ending?: Ending) => void) {
+    this.sub = principal.sub
+  }
+  close (code?: number, reason?: string): void {
+    this.end(this, code !== undefined && endsForGood(code) ? { code, reason: reason ?? '' } : undefined)
+  }
 }
 
 /**
@@ -35,29 +56,55 @@ export class PollTransport implements Transport {
   readonly name = 'long-poll'
   readonly bidirectional = false
   session!: Session
-  /** Its key in PollSessions (channels and positions). */
+  /** Its key in PollSessions (channels and positions; with the subject when `personal`). */
   key = ''
+  /** The positions its key names: those of the last answer's cursor (of the request's, before any). */
+  keyPositions = new Map<string, StreamPosition>()
+  /** The server API gave it subscriptions of its own: only polls of its subject continue it (see personalise). */
+  personal = false
   lastUsed = Date.now()
   /** Initial subscriptions still being set up: nothing is answered before they are (they bring the positions). */
   pendingSubscribes = 0
   private frames: string[] = []
   private bytes = 0
   private recovery: string[] = []
+  /** Subscriptions the server API made or ended since the last answer, and why the session ended (if it must say). */
+  private serverSubscribed: string[] = []
+  private serverUnsubscribed: string[] = []
+  private ending?: Ending
   private readonly waiting = new Set<Waiter>()
   private answerScheduled = false
   private linger?: NodeJS.Timeout
 
-  constructor (readonly channels: readonly string[], private readonly owner: PollSessions) {}
+  /** `channels`: those the polls ask for (the key's); server API subscriptions are the session's, not in it. */
+  constructor (readonly channels: string[], private readonly owner: PollSessions) {}
 
   get idle (): boolean { return this.waiting.size === 0 }
 
   /** Past MAX_POLL_EVENTS the answer is full: the outbox holds (or, live, sheds) the rest for the next poll. */
   buffered (): number { return this.frames.length >= MAX_POLL_EVENTS ? Number.POSITIVE_INFINITY : this.bytes }
 
-  /** Control frames have no place in a poll answer: requests fail with an HTTP error instead. */
-  send (): void {}
+  /**
+   * Control frames have no place in a poll answer (requests fail with an HTTP error instead), except the end of a
+   * subscription by the server API: the answer lists it, and the session's key no longer names the channel.
+   */
+  send (text: string): void {
+    if (!text.startsWith('{"type":"unsubscribed"')) return
+    const { channel, reason } = JSON.parse(text) as { channel: string, reason?: string }
+    if (reason !== 'server') return
+    this.serverUnsubscribed.push(JSON.stringify({ channel, reason }))
+    const at = this.channels.indexOf(channel)
+    if (at !== -1) { this.channels.splice(at, 1); this.owner.rekey(this, false) }
+    this.answerSoon()
+  }
 
   subscribed (_text: string, result: SubscribeResult): void {
+    if (this.session.isServerSubscription(result.channel)) {
+      const { channel, offset, epoch, recovered, reason, replayed } = result
+      this.serverSubscribed.push(JSON.stringify({ channel, offset, epoch, recovered, reason, replayed, server: true }))
+      this.answerSoon()
+      return
+    }
     if (result.recovered === false && result.reason !== undefined) {
       this.recovery.push(JSON.stringify({ channel: result.channel, recovered: false, reason: result.reason, offset: result.offset, epoch: result.epoch }))
       this.answerSoon()
@@ -70,18 +117,41 @@ export class PollTransport implements Transport {
     this.answerSoon()
   }
 
-  /** The session ends: whoever waits gets what was gathered (the cursor says where the next poll resumes). */
-  close (): void {
+  /**
+   * The session ends: whoever waits gets what was gathered (the cursor says where the next poll resumes). Ended for
+   * good (endsForGood), the polls of its subject are told so (`disconnect`); with none waiting, the next poll of its
+   * subject from its place on this node is. A revocation is told only to polls carrying a revoked token, and those
+   * the server API answers one by one (control/actions.ts): the others here may carry a newer token.
+   */
+  close (code: number = CloseCodes.NORMAL, reason = ''): void {
     clearTimeout(this.linger)
+    if (endsForGood(code) && code !== CloseCodes.TOKEN_REVOKED) this.ending = { code, reason }
     this.owner.forget(this)
+    if (this.ending !== undefined && this.waiting.size === 0) this.owner.remember(this, this.ending)
     this.answer()
+  }
+
+  /**
+   * The server API is about to give this session a subscription of its own: from now on only polls of its subject
+   * continue it. Polls of other subjects waiting on it (at the same place) are answered first, and come back to
+   * another session.
+   */
+  personalise (): void {
+    if (this.personal) return
+    const others = [...this.waiting].filter((w) => w.sub !== this.session.sub)
+    if (others.length > 0) {
+      if (this.hasNews()) this.answer()
+      else for (const w of others) this.answerOne(w)
+    }
+    this.personal = true
+    if (!this.session.closed) this.owner.rekey(this, false)
   }
 
   /** A poll waits here until there is something to answer, or its timeout; `cancel` when its client goes away. */
   wait (principal: Principal, timeoutSeconds: number, respond: (answer: PollAnswer) => void): { cancel: () => void } {
     clearTimeout(this.linger)
     this.lastUsed = Date.now()
-    const waiter = new Waiter(this.owner.sessions.registry.newId(), principal.sub, respond, () => this.answerOne(waiter))
+    const waiter = new Waiter(this.owner.sessions.registry.newId(), principal, respond, (w, ending) => this.answerOne(w, ending))
     // Even a zero timeout waits for the subscriptions: they bring the replay and the positions of the answer.
     waiter.timer = setTimeout(() => {
       waiter.timedOut = true
@@ -108,7 +178,7 @@ export class PollTransport implements Transport {
 
   private answerSoon (): void {
     if (this.answerScheduled || this.waiting.size === 0 || this.pendingSubscribes > 0) return
-    if (this.frames.length === 0 && this.recovery.length === 0) return
+    if (!this.hasNews()) return
     // After one tick, to batch what arrives together.
     this.answerScheduled = true
     setImmediate(() => { this.answerScheduled = false; this.answer() })
@@ -118,32 +188,47 @@ export class PollTransport implements Transport {
   private answer (): void {
     if (this.waiting.size === 0) return
     const answer = { body: this.body() }
+    // An ending is the session's subject's: polls of others at the same place just go on elsewhere.
+    const ended = this.ending === undefined ? answer : { body: this.body(this.ending) }
     this.owner.delivered['long-poll'] += this.frames.length * this.waiting.size
-    for (const w of [...this.waiting]) { this.settle(w); w.respond(answer) }
+    for (const w of [...this.waiting]) { this.settle(w); w.respond(w.sub === this.session.sub ? ended : answer) }
     this.frames = []
     this.bytes = 0
     this.recovery = []
+    this.serverSubscribed = []
+    this.serverUnsubscribed = []
     this.answered()
   }
 
-  /** A poll whose timeout came (or that is closed) with nothing gathered: it alone gets the empty answer. */
-  private answerOne (waiter: Waiter): void {
+  /**
+   * A poll whose timeout came (or that is closed) with nothing gathered: it alone gets the empty answer; `ending`
+   * when it alone is ended for good (the server API disconnected its subject, whose poll waits on another's session).
+   */
+  private answerOne (waiter: Waiter, ending?: Ending): void {
     if (waiter.done) return
-    if (this.frames.length > 0 || this.recovery.length > 0) { this.answer(); return }
+    if (ending === undefined && this.hasNews()) { this.answer(); return }
     this.settle(waiter)
-    waiter.respond({ body: this.body() })
-    this.answered()
+    waiter.respond({ body: this.body(ending, ending === undefined) })
+    if (ending === undefined) this.answered()
+    else this.lingerOn()
+  }
+
+  private hasNews (): boolean {
+    return this.frames.length > 0 || this.recovery.length > 0 || this.serverSubscribed.length > 0 || this.serverUnsubscribed.length > 0
   }
 
   private answered (): void {
     if (this.session.closed) return
-    this.owner.rekey(this)
+    this.owner.rekey(this, true)
     this.lingerOn()
   }
 
-  private body (): string {
-    const recovery = this.recovery.length > 0 ? ',"recovery":[' + this.recovery.join(',') + ']' : ''
-    return '{"events":[' + this.frames.join(',') + '],"cursor":' + JSON.stringify(this.session.cursor.encode()) + recovery + '}'
+  /** The answer: events, the cursor after them, and what else the poll must know. `gathered: false` leaves them for the others. */
+  private body (ending?: Ending, gathered = true): string {
+    const list = (name: string, items: string[]): string => gathered && items.length > 0 ? ',"' + name + '":[' + items.join(',') + ']' : ''
+    return '{"events":[' + (gathered ? this.frames.join(',') : '') + '],"cursor":' + JSON.stringify(gathered ? this.session.cursor.encode() : encodeCursor(this.keyPositions)) +
+      list('recovery', this.recovery) + list('subscribed', this.serverSubscribed) + list('unsubscribed', this.serverUnsubscribed) +
+      (ending === undefined ? '' : ',"disconnect":' + disconnectJson(ending)) + '}'
   }
 
   private settle (waiter: Waiter): void {
@@ -159,116 +244,5 @@ export class PollTransport implements Transport {
     this.lastUsed = Date.now()
     clearTimeout(this.linger)
     this.linger = setTimeout(() => this.session.close(CloseCodes.NORMAL, 'long-poll session idle'), this.owner.lingerMs).unref()
-  }
-}
-
-/** The key of a poll: its channels, sorted, each with the position it resumes from. */
-function keyOf (channels: readonly string[], positions: (channel: string) => { offset: number, epoch: string } | undefined): string {
-  return [...channels].sort().map((channel) => {
-    const pos = positions(channel)
-    return pos === undefined ? channel : channel + '=' + pos.offset + '@' + pos.epoch
-  }).join(',')
-}
-
-export interface PollSessionOptions {
-  lingerMs: number
-  delivered: DeliveryCounts
-  /** Most long-poll sessions on this node, and per token subject (MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SUB). */
-  maxSessions: number
-  maxSessionsPerSub: number
-}
-
-/**
- * The long-poll sessions of this node, by key. A poll from a cursor joins the session that answered with that
- * cursor (or is at the same place), or starts a new one that resumes from the cursor. Sessions are bounded per
- * node and per subject; past a bound, the least recently used idle one makes room.
- */
-export class PollSessions {
-  private readonly byKey = new Map<string, PollTransport>()
-  private readonly all = new Set<PollTransport>()
-  private readonly bySub = new Map<string, Set<PollTransport>>()
-  readonly lingerMs: number
-  readonly delivered: DeliveryCounts
-
-  constructor (readonly sessions: Sessions, private readonly options: PollSessionOptions) {
-    this.lingerMs = options.lingerMs
-    this.delivered = options.delivered
-    sessions.onDrain(() => { for (const t of [...this.all]) t.session.close(CloseCodes.SERVICE_RESTART, 'server shutting down') })
-  }
-
-  get size (): number { return this.all.size }
-
-  /** Waits for the answer to one poll (admitted already: its waiting takes over the place `admission` holds). */
-  poll (principal: Principal, request: StreamRequest, timeoutSeconds: number, onClose: (cancel: () => void) => void, admission?: Admission): Promise<PollAnswer> {
-    const key = keyOf(request.channels, (channel) => request.cursor.get(channel))
-    const transport = this.byKey.get(key) ?? this.start(principal, request, key)
-    return new Promise((resolve) => {
-      const { cancel } = transport.wait(principal, timeoutSeconds, resolve)
-      admission?.release()
-      onClose(cancel)
-    })
-  }
-
-  rekey (transport: PollTransport): void {
-    if (this.byKey.get(transport.key) === transport) this.byKey.delete(transport.key)
-    transport.key = keyOf(transport.channels, (channel) => transport.session.cursor.get(channel))
-    // Another session already at the same place keeps the key; this one just lingers and ends.
-    if (!this.byKey.has(transport.key)) this.byKey.set(transport.key, transport)
-  }
-
-  forget (transport: PollTransport): void {
-    if (!this.all.delete(transport)) return
-    if (this.byKey.get(transport.key) === transport) this.byKey.delete(transport.key)
-    const mine = this.bySub.get(transport.session.sub)
-    mine?.delete(transport)
-    if (mine?.size === 0) this.bySub.delete(transport.session.sub)
-  }
-
-  private start (principal: Principal, request: StreamRequest, key: string): PollTransport {
-    this.makeRoom(principal.sub)
-    const transport = new PollTransport(request.channels, this)
-    transport.key = key
-    const session = this.sessions.open(transport, principal, { presence: false, quiet: true, connection: false })
-    transport.session = session
-    this.all.add(transport)
-    this.byKey.set(key, transport)
-    let mine = this.bySub.get(principal.sub)
-    if (mine === undefined) this.bySub.set(principal.sub, mine = new Set())
-    mine.add(transport)
-    subscribeAll(transport, request)
-    return transport
-  }
-
-  /** Keeps the sessions within their bounds, ending idle ones (least recently used first) if it must. */
-  private makeRoom (sub: string): void {
-    const mine = this.bySub.get(sub)
-    if (mine !== undefined && mine.size >= this.options.maxSessionsPerSub) this.evictIdle(mine, `${this.options.maxSessionsPerSub} long-poll sessions for ${sub} on this node`)
-    if (this.all.size >= this.options.maxSessions) this.evictIdle(this.all, `${this.options.maxSessions} long-poll sessions on this node`)
-  }
-
-  private evictIdle (candidates: Iterable<PollTransport>, limit: string): void {
-    let oldest: PollTransport | undefined
-    for (const t of candidates) if (t.idle && (oldest === undefined || t.lastUsed < oldest.lastUsed)) oldest = t
-    if (oldest === undefined) throw new Errors.TOO_MANY_CONNECTIONS(limit)
-    oldest.session.close(CloseCodes.NORMAL, 'long-poll session evicted to make room')
-  }
-}
-
-function subscribeAll (transport: PollTransport, request: StreamRequest): void {
-  const { session } = transport
-  transport.pendingSubscribes = transport.channels.length
-  for (const channel of transport.channels) {
-    const pos = request.cursor.get(channel)
-    if (pos !== undefined) session.cursor.set(channel, pos)
-    let subscribing
-    try {
-      subscribing = session.subscribe(channel, pos)
-    } catch (err) {
-      session.close(CloseCodes.NORMAL, 'subscribe refused')
-      throw err
-    }
-    subscribing.then(() => {
-      if (--transport.pendingSubscribes === 0) transport.ready()
-    }, (err: unknown) => { transport.pendingSubscribes = 0; transport.fail(err) })
   }
 }

@@ -29,4 +29,9 @@ export interface Transport {
   event: (pub: Publication) => void
   /** Ends the connection with a close code of protocol/codes.ts, telling the peer as its transport allows. */
   close: (code: number, reason: string) => void
+  /**
+   * The server API is about to give the session a subscription of its own. A transport that several clients may
+   * share (a long-poll session, joined by whoever polls from its place) stops being shared with other subjects.
+   */
+  personalise?: () => void
 }

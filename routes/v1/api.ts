@@ -1,0 +1,178 @@
+import type { FastifyPluginAsync } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { ErrorBody } from '../../src/schemas.js'
+import { Errors, asHeraldError, isTemporary } from '../../src/errors.js'
+import { CloseCodes } from '../../src/protocol/codes.js'
+import type { Principal } from '../../src/auth/permissions.js'
+import type { Command, ConnectionError, NodeInfo } from '../../src/control/actions.js'
+import type { Replies } from '../../src/control/plane.js'
+import type { Revocation } from '../../src/control/revocations.js'
+import {
+  BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
+  RevokeBody, RevokeReply, SubscribeBody, SubscribeReply, UnsubscribeBody, UnsubscribeReply, refuseUnknownFields
+} from '../../src/control/schemas.js'
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody }
+const common = { tags: ['server api'], security: [{ apiKey: [] }] }
+const config = { admission: 'api' as const, rateLimit: false }
+
+/** Who publishes a broadcast: the backend, allowed every channel (namespaces still apply). */
+const API: Principal = { sub: 'server-api', subscribe: [], publish: ['*'] }
+
+/** Longest a revocation may be asked to last. */
+const MAX_REVOKE_SECONDS = 366 * 86400
+
+type NodeError = { node: string, client?: string, code: string, message: string }
+
+/** The answers of every node summed into one reply: counts added up, errors gathered (a node's own failure too). */
+function gather<const K extends string> (sent: Replies, counts: readonly K[]): { expected: number, answered: number, errors?: NodeError[] } & Record<K, number> {
+  const totals: Record<string, number> = {}
+  for (const k of counts) totals[k] = 0
+  const errs: NodeError[] = []
+  for (const reply of sent.replies) {
+    if (reply.error !== undefined) { errs.push({ node: reply.node, ...reply.error }); continue }
+    const result = reply.result as Record<string, unknown> | undefined
+    for (const k of counts) totals[k] += Number(result?.[k] ?? 0)
+    for (const e of (result?.errors as ConnectionError[] | undefined) ?? []) errs.push({ node: reply.node, ...e })
+  }
+  return { expected: sent.nodes, answered: sent.replies.length, ...(totals as Record<K, number>), ...(errs.length > 0 ? { errors: errs } : {}) }
+}
+
+const apiRoutes: FastifyPluginAsync = async (plain) => {
+  const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
+  const { heraldConfig: settings, heraldPublisher: publisher, heraldNamespaces: namespaces, heraldControl: control, heraldRevocations: revocations } = fastify
+  const send = async (cmd: Command): Promise<Replies> => await control.plane.request(cmd)
+
+  fastify.post('/api/broadcast', {
+    config,
+    bodyLimit: settings.maxBodyBytes,
+    preValidation: refuseUnknownFields(BroadcastBody),
+    schema: {
+      ...common,
+      summary: 'Publish one event to many channels',
+      description: 'Each channel gets the event with its own offset, or an error of its own. `id` makes a retry within IDEMPOTENCY_TTL return the first offsets (per channel). Answers 503 only when every channel failed for a reason that may pass.',
+      body: BroadcastBody,
+      response: { 200: BroadcastReply, ...errors }
+    }
+  }, async (request) => {
+    const { channels, data, event, id } = request.body
+    const results = await Promise.all(channels.map(async (channel) => {
+      try {
+        return await publisher.publish(API, { channel, data, event, id }, 'api')
+      } catch (err) {
+        return { channel, failure: asHeraldError(err) }
+      }
+    }))
+    const failures = results.flatMap((r) => 'failure' in r ? [r.failure] : [])
+    if (failures.length === results.length && failures.every(isTemporary)) throw failures[0]
+    return { results: results.map((r) => 'failure' in r ? { channel: r.channel, error: { code: r.failure.code, message: r.failure.message } } : r) }
+  })
+
+  fastify.post('/api/disconnect', {
+    config,
+    preValidation: refuseUnknownFields(DisconnectBody),
+    schema: {
+      ...common,
+      summary: 'Close the connections of a subject',
+      description: 'Every connection of `sub` (or only `client`) on every node and transport is closed with `code` (default 4504: do not reconnect with this token). WebSocket: that close code; SSE: a `disconnect` message; a waiting long-poll: an answer with `disconnect`.',
+      body: DisconnectBody,
+      response: { 200: ClosedReply, ...errors }
+    }
+  }, async (request) => {
+    const { sub, client, code = CloseCodes.DISCONNECTED, reason = 'disconnected by the server' } = request.body
+    if (Buffer.byteLength(reason) > MAX_REASON_BYTES) throw new Errors.VALIDATION(`reason must be at most ${MAX_REASON_BYTES} bytes of UTF-8`)
+    return gather(await send({ op: 'disconnect', sub, client, code, reason }), ['closed'])
+  })
+
+  fastify.post('/api/subscribe', {
+    config,
+    preValidation: refuseUnknownFields(SubscribeBody),
+    schema: {
+      ...common,
+      summary: 'Subscribe the live connections of a subject to a channel',
+      description: 'Every live connection of `sub` (or only `client`) on every node gets `subscribed` (with `server: true`), then the channel\'s events — replayed from `since` first when given. No token pattern is needed; the namespace and MAX_SUBSCRIPTIONS still apply (per connection: `errors`). For this connection only: a reconnect does not bring it back.',
+      body: SubscribeBody,
+      response: { 200: SubscribeReply, ...errors, 404: ErrorBody }
+    }
+  }, async (request) => {
+    const { sub, channel, since, client } = request.body
+    namespaces.require(channel)
+    return gather(await send({ op: 'subscribe', sub, channel, since, client }), ['connections', 'subscribed', 'already'])
+  })
+
+  fastify.post('/api/unsubscribe', {
+    config,
+    preValidation: refuseUnknownFields(UnsubscribeBody),
+    schema: {
+      ...common,
+      summary: 'End a channel\'s subscription on the live connections of a subject',
+      description: 'Every live connection of `sub` (or only `client`) subscribed to `channel` gets `unsubscribed` with `reason: "server"`. It takes no permission away: a client whose token allows the channel may subscribe again (revoke the token to keep it out).',
+      body: UnsubscribeBody,
+      response: { 200: UnsubscribeReply, ...errors }
+    }
+  }, async (request) => {
+    const { sub, channel, client } = request.body
+    return gather(await send({ op: 'unsubscribe', sub, channel, client }), ['connections', 'unsubscribed'])
+  })
+
+  fastify.post('/api/revoke', {
+    config,
+    preValidation: refuseUnknownFields(RevokeBody),
+    schema: {
+      ...common,
+      summary: 'Revoke the tokens of a subject, or one token',
+      description: '`sub`: every token of the subject issued before now (`iat` up to this second, or none) is refused; `jti`: the token with that id. On every route and node, nodes started later included, until `until` (default now + REVOKE_TTL). Live connections using them are closed with 4505. Kept on the bus (Redis, with a TTL), at most REVOKE_MAX at once.',
+      body: RevokeBody,
+      response: { 200: RevokeReply, ...errors }
+    }
+  }, async (request) => {
+    const { sub, jti, until: asked } = request.body
+    if ((sub === undefined) === (jti === undefined)) throw new Errors.VALIDATION('give exactly one of "sub" and "jti"')
+    const now = Date.now() / 1000
+    if (asked !== undefined && (asked <= now || asked > now + MAX_REVOKE_SECONDS)) throw new Errors.VALIDATION('"until" must be in the future, at most 366 days ahead (seconds since 1970)')
+    const until = asked ?? Math.ceil(now) + settings.api.revokeTtlSeconds
+    // A token's iat has whole seconds: one from this second may predate the call, so it is refused too.
+    const asRevocation: Revocation = sub !== undefined ? { kind: 'sub', sub, before: Math.ceil(now), until } : { kind: 'jti', jti: jti!, until }
+    const kept = await revocations.add(asRevocation)
+    const revoked = kept.kind === 'sub' ? { sub: kept.sub, before: kept.before, until: kept.until } : { jti: kept.jti, until: kept.until }
+    return { ...gather(await send({ op: 'revoke', revocation: kept }), ['closed']), revoked }
+  })
+
+  fastify.get('/api/channels', {
+    config,
+    schema: {
+      ...common,
+      summary: 'Live channels across every node',
+      description: 'Channels with at least one subscriber on some node, with their subscriptions summed over the nodes that answered.',
+      querystring: ChannelsQuery,
+      response: { 200: ChannelsReply, ...errors }
+    }
+  }, async (request) => {
+    const { pattern, limit = 1000 } = request.query
+    const sent = await send({ op: 'channels', pattern, limit })
+    const counts = new Map<string, number>()
+    let truncated = false
+    for (const reply of sent.replies) {
+      const result = reply.result as { channels?: Array<[string, number]>, truncated?: boolean } | undefined
+      for (const [name, n] of result?.channels ?? []) counts.set(name, (counts.get(name) ?? 0) + n)
+      truncated ||= result?.truncated === true
+    }
+    const channels = [...counts].sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0).map(([channel, subscribers]) => ({ channel, subscribers }))
+    return { ...gather(sent, []), channels, truncated }
+  })
+
+  fastify.get('/api/nodes', {
+    config,
+    schema: {
+      ...common,
+      summary: 'Every node: id, version, uptime, connections, subscriptions, deliveries per second',
+      response: { 200: NodesReply, ...errors }
+    }
+  }, async () => {
+    const sent = await send({ op: 'node' })
+    const nodes = sent.replies.flatMap((r) => r.result === undefined ? [] : [r.result as NodeInfo]).sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0)
+    return { ...gather(sent, []), nodes }
+  })
+}
+
+export default apiRoutes
