@@ -35,10 +35,13 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       socket.removeAllListeners('error')
       const raw = (socket as unknown as { _socket?: { _httpMessage?: unknown } })._socket
       if (raw !== undefined) raw._httpMessage = null // the ServerResponse @fastify/websocket assigned to route the upgrade
-      socket.on('error', (err) => { request.log.debug({ err: err.message }, 'websocket error'); socket.terminate() })
+      // The listeners below outlive the upgrade: they must not hold `request` (and the raw request with it) nor its
+      // child logger (a pino child per connection, ~300 bytes): the node's logger, with the client id, will do.
+      const log = fastify.log
+      socket.on('error', (err) => { log.debug({ err: err.message }, 'websocket error'); socket.terminate() })
       const transport = new WsTransport(socket, metrics.delivered)
       const session = sessions.open(transport, request.principal!, {}, request.admission ?? undefined)
-      transport.attach(session, sessions.commands(session), request.log as unknown as Logger)
+      transport.attach(session, sessions.commands(session), log as unknown as Logger)
       heartbeat.add(transport)
       socket.on('close', () => heartbeat.delete(transport))
       request.log.info({ client: session.id, sub: session.sub, ip: request.ip }, 'websocket open')
