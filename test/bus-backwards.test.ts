@@ -4,25 +4,15 @@
  * the lost events is told its place is gone (recovered: false), never given other events under their offsets.
  */
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { test } from 'node:test'
 import { pino } from 'pino'
 import { RedisBroker } from '../src/bus/broker-redis.js'
 import { brokerOptions } from './contract/broker.contract.js'
-import { publish, redisSkipReason, startHerald, startRedis, until, WsClient, type RedisServer } from './helper.js'
+import { brokerAnswers, publish, redisSkipReason, startHerald, startRedis, until, WsClient, type RedisServer, redisCli } from './helper.js'
 
-/** The broker answers a read again (its connection may still say `ready` a moment after Redis died). */
-async function answers (broker: { history: RedisBroker['history'] }): Promise<boolean> {
-  try {
-    await broker.history('reconnect-probe', { since: 0, limit: 0 })
-    return true
-  } catch {
-    return false
-  }
-}
 
 const skip = redisSkipReason()
-const cli = (redis: RedisServer, ...args: string[]): string => spawnSync('redis-cli', ['-p', String(redis.port), ...args], { encoding: 'utf8' }).stdout.trim()
+const cli = redisCli
 
 /** Stops Redis without saving and starts it again from the snapshot taken by the last SAVE: it forgets what came after. */
 async function restartFromSnapshot (redis: RedisServer): Promise<void> {
@@ -42,7 +32,7 @@ void test('a Redis restarted from an older snapshot: the next publish starts a n
   const epoch = first[0].epoch
   assert.deepEqual(first.map((r) => [r.offset, r.epoch]), [1, 2, 3, 4, 5].map((o) => [o, epoch]))
   await restartFromSnapshot(redis)
-  await until(async () => await answers(broker), 'broker reconnected', 10_000)
+  await until(async () => await brokerAnswers(broker), 'broker reconnected', 10_000)
   const before = await broker.history('c', { since: 0, limit: 10 })
   assert.deepEqual(before.top, { offset: 3, epoch }, 'the snapshot holds 3 of the 5 acknowledged events')
   const next = await broker.publish({ channel: 'c', data: 'after' })

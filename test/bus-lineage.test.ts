@@ -6,26 +6,16 @@
  * a cluster; here one Redis is restarted from its snapshots, and the epoch is restarted by hand.
  */
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { test } from 'node:test'
 import { pino } from 'pino'
 import { RedisBroker } from '../src/bus/broker-redis.js'
 import { recoveryFailure } from '../src/hub/recovery.js'
 import { brokerOptions } from './contract/broker.contract.js'
-import { redisSkipReason, startRedis, until, type RedisServer } from './helper.js'
+import { brokerAnswers, redisSkipReason, startRedis, until, redisCli } from './helper.js'
 
-/** The broker answers a read again (its connection may still say `ready` a moment after Redis died). */
-async function answers (broker: { history: RedisBroker['history'] }): Promise<boolean> {
-  try {
-    await broker.history('reconnect-probe', { since: 0, limit: 0 })
-    return true
-  } catch {
-    return false
-  }
-}
 
 const skip = redisSkipReason()
-const cli = (redis: RedisServer, ...args: string[]): string => spawnSync('redis-cli', ['-p', String(redis.port), ...args], { encoding: 'utf8' }).stdout.trim()
+const cli = redisCli
 
 void test('three epochs in line: readers of the first two resume, history names every event by its epoch, idempotency keys hold', { skip }, async (t) => {
   const redis = await startRedis(t)
@@ -35,7 +25,7 @@ void test('three epochs in line: readers of the first two resume, history names 
   const restartFromSnapshot = async (): Promise<void> => {
     await redis.stop('SIGKILL')
     await redis.restart()
-    await until(async () => await answers(broker), 'broker reconnected', 10_000)
+    await until(async () => await brokerAnswers(broker), 'broker reconnected', 10_000)
   }
 
   // Epoch A: 1..3 survive, 4 is lost with the restart.

@@ -1,3 +1,4 @@
+import type { Broker } from '../src/bus/broker.js'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -316,29 +317,12 @@ export class SseClient {
   close (): void { this.controller.abort() }
 
   private async pump (body: ReadableStream<Uint8Array>): Promise<void> {
-    const decoder = new TextDecoder()
-    let buf = ''
     try {
-      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-        buf += decoder.decode(chunk, { stream: true })
-        let at
-        while ((at = buf.indexOf('\n\n')) !== -1) {
-          const block = buf.slice(0, at)
-          buf = buf.slice(at + 2)
-          let id: string | undefined
-          const data: string[] = []
-          for (const line of block.split('\n')) {
-            if (line.startsWith('id: ')) id = line.slice(4)
-            else if (line.startsWith('data: ')) data.push(line.slice(6))
-          }
-          if (data.length > 0) {
-            const frame = JSON.parse(data.join('\n')) as Frame
-            checkServerFrame(frame, 'SSE')
-            this.messages.push({ id, data: frame })
-          }
-        }
-        this.wake()
-      }
+      await readSse(body, (id, data) => {
+        const frame = data as Frame
+        checkServerFrame(frame, 'SSE')
+        this.messages.push({ id, data: frame })
+      }, () => this.wake())
     } catch (err) {
       // A stream that ends is fine; a frame its schema does not allow fails the test (as an unhandled rejection).
       if (err instanceof FrameViolation) throw err
@@ -391,4 +375,42 @@ export async function pollLoop (bases: string[], channels: string[], cursor: str
     cursor = res.body.cursor
   }
   return { events, cursor, polls }
+}
+
+
+/** redis-cli against a test's private Redis; its output, trimmed. */
+export function redisCli (redis: { port: number }, ...args: string[]): string {
+  return spawnSync('redis-cli', ['-p', String(redis.port), ...args], { encoding: 'utf8' }).stdout.trim()
+}
+
+/** The broker answers a read again (its connection may still say `ready` a moment after Redis died). */
+export async function brokerAnswers (broker: { history: Broker['history'] }): Promise<boolean> {
+  try {
+    await broker.history('reconnect-probe', { since: 0, limit: 0 })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Reads an SSE body, calling `message` with each message's id (if any) and parsed data, in order, and `chunk` after each chunk. */
+export async function readSse (body: ReadableStream<Uint8Array>, message: (id: string | undefined, data: unknown) => void, chunk?: () => void): Promise<void> {
+  const decoder = new TextDecoder()
+  let buf = ''
+  for await (const bytes of body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(bytes, { stream: true })
+    let at
+    while ((at = buf.indexOf('\n\n')) !== -1) {
+      const block = buf.slice(0, at)
+      buf = buf.slice(at + 2)
+      let id: string | undefined
+      const data: string[] = []
+      for (const line of block.split('\n')) {
+        if (line.startsWith('id: ')) id = line.slice(4)
+        else if (line.startsWith('data: ')) data.push(line.slice(6))
+      }
+      if (data.length > 0) message(id, JSON.parse(data.join('\n')))
+    }
+    chunk?.()
+  }
 }

@@ -3,7 +3,7 @@ import type { TestContext } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import WebSocket from 'ws'
 import { decodeCursor } from '../../src/protocol/cursor.js'
-import { SECRET, sleep, startHerald, token, freePort, type Frame } from '../helper.js'
+import { SECRET, sleep, startHerald, token, freePort, readSse, type Frame } from '../helper.js'
 import { spawnTs, tempDir, withTimeout, type Proc } from './process.js'
 import { checkServerFrame } from './frames.js'
 import { randomInt } from './random.js'
@@ -576,27 +576,6 @@ export class WsSubscriber extends Subscriber {
         setTimeout(() => this.subscribe(channel), 300).unref()
         break
       }
-    }
-  }
-}
-
-/** Reads an SSE body, calling `message` with each message's id (if any) and parsed data, in order. */
-async function readSse (body: ReadableStream<Uint8Array>, message: (id: string | undefined, data: unknown) => void): Promise<void> {
-  const decoder = new TextDecoder()
-  let buf = ''
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buf += decoder.decode(chunk, { stream: true })
-    let at
-    while ((at = buf.indexOf('\n\n')) !== -1) {
-      const block = buf.slice(0, at)
-      buf = buf.slice(at + 2)
-      let id: string | undefined
-      const data: string[] = []
-      for (const line of block.split('\n')) {
-        if (line.startsWith('id: ')) id = line.slice(4)
-        else if (line.startsWith('data: ')) data.push(line.slice(6))
-      }
-      if (data.length > 0) message(id, JSON.parse(data.join('\n')))
     }
   }
 }
