@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Publication } from './bus/broker.js'
 import { TRANSPORTS, type TransportName } from './protocol/transports.js'
@@ -8,6 +9,12 @@ export interface MetricSources {
   connections: (transport: TransportName) => number
   channels: () => number
   subscriptions: () => number
+  /** Bytes on their way to clients (outboxes and send buffers), by transport. */
+  outboxBytes: () => Record<TransportName, number>
+  /** The bus answers (what /readyz checks first). */
+  busUp: () => boolean
+  /** /readyz would answer 200: the bus is up and the node is not draining. */
+  ready: () => boolean
 }
 
 /**
@@ -19,7 +26,14 @@ export class Metrics {
   /** Deliveries per transport since start; the transports add to these directly. */
   readonly delivered = Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<TransportName, number>
   private readonly deliveredReported = { ...this.delivered }
-  private sources: MetricSources = { connections: () => 0, channels: () => 0, subscriptions: () => 0 }
+  private sources: MetricSources = {
+    connections: () => 0,
+    channels: () => 0,
+    subscriptions: () => 0,
+    outboxBytes: () => Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<TransportName, number>,
+    busUp: () => true,
+    ready: () => true
+  }
   readonly published: Counter<'transport'>
   readonly errors: Counter<'code'>
   readonly busReconnects: Counter
@@ -42,6 +56,13 @@ export class Metrics {
     })
     new Gauge({ name: 'herald_channels', help: 'Channels with local subscribers', registers, collect () { this.set(self.sources.channels()) } })
     new Gauge({ name: 'herald_subscriptions', help: 'Local subscriptions (all transports)', registers, collect () { this.set(self.sources.subscriptions()) } })
+    new Gauge({
+      name: 'herald_outbox_bytes', help: 'Bytes on their way to clients: waiting in connection outboxes and in their send buffers, by transport', labelNames: ['transport'], registers,
+      collect () { const bytes = self.sources.outboxBytes(); for (const t of TRANSPORTS) this.set({ transport: t }, bytes[t]) }
+    })
+    // With WORKERS the primary sums gauges; these two take the minimum, so one worker down reads 0.
+    new Gauge({ name: 'herald_bus_up', help: 'Whether the bus answers (1) or not (0)', registers, aggregator: 'min', collect () { this.set(self.sources.busUp() ? 1 : 0) } })
+    new Gauge({ name: 'herald_ready', help: 'Whether /readyz answers 200 (1): the bus is up and the node is not draining', registers, aggregator: 'min', collect () { this.set(self.sources.ready() ? 1 : 0) } })
     new Counter({
       name: 'herald_events_delivered_total', help: 'Events written to clients, by transport', labelNames: ['transport'], registers,
       collect () {
@@ -62,7 +83,12 @@ export class Metrics {
       name: 'herald_delivery_latency_seconds', help: 'Publish-to-dispatch latency on this node (publish time stamped by the accepting node)', registers,
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
     })
-    if (defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'herald_' })
+    if (defaultMetrics) {
+      // Event-loop lag (herald_nodejs_eventloop_lag_*), heap and RSS come from prom-client's default metrics.
+      collectDefaultMetrics({ register: this.registry, prefix: 'herald_' })
+      new Gauge({ name: 'herald_heap_limit_bytes', help: 'V8 heap size limit (--max-old-space-size): what herald_nodejs_heap_size_used_bytes may reach', registers })
+        .set(getHeapStatistics().heap_size_limit)
+    }
   }
 
   /** Where the gauges read their figures (set by the services that own them). */

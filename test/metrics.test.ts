@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { startHerald, publish, poll, token, until, WsClient, SseClient } from './helper.js'
+import { startHerald, startRedis, redisSkipReason, publish, poll, token, until, WsClient, SseClient } from './helper.js'
 
 /**
  * GET /metrics as Prometheus scrapes it: the text format, read after real traffic.
@@ -44,7 +44,8 @@ test('the exposition is Prometheus text with HELP and TYPE for every Herald metr
     ['herald_connections', 'gauge'], ['herald_channels', 'gauge'], ['herald_subscriptions', 'gauge'],
     ['herald_events_published_total', 'counter'], ['herald_events_delivered_total', 'counter'],
     ['herald_delivery_latency_seconds', 'histogram'], ['herald_errors_total', 'counter'],
-    ['herald_evictions_total', 'counter'], ['herald_heartbeat_timeouts_total', 'counter'], ['herald_bus_reconnects_total', 'counter']
+    ['herald_evictions_total', 'counter'], ['herald_heartbeat_timeouts_total', 'counter'], ['herald_bus_reconnects_total', 'counter'],
+    ['herald_bus_catchups_total', 'counter'], ['herald_outbox_bytes', 'gauge'], ['herald_bus_up', 'gauge'], ['herald_ready', 'gauge']
   ]) {
     assert.match(text, new RegExp(`^# HELP ${name} \\S`, 'm'), `HELP of ${name}`)
     assert.match(text, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), `TYPE of ${name}`)
@@ -222,4 +223,53 @@ test('herald_evictions_total counts a slow consumer evicted with 4001', async (t
   assert.equal(value(s, 'herald_connections', { transport: 'websocket' }), 1)
   await reader.events('m:slow', sent)
   assert.equal(reader.closed, null)
+})
+
+test('herald_outbox_bytes counts what waits for a client that does not read, and goes back to 0 once it reads', async (t) => {
+  const { url, wsUrl } = await startHerald(t, { config: { maxBufferBytes: 64 * 1024 * 1024, maxBodyBytes: 1024 * 1024 } })
+  const slow = await WsClient.connect(wsUrl)
+  t.after(() => slow.close())
+  await slow.subscribe('m:outbox')
+  assert.equal(await read(url, 'herald_outbox_bytes', { transport: 'websocket' }), 0)
+  ;(slow.socket as any)._socket.pause()
+
+  // Large events until the kernel's buffers are full and the rest waits in the process.
+  const big = 'x'.repeat(256 * 1024)
+  let sent = 0
+  while (await read(url, 'herald_outbox_bytes', { transport: 'websocket' }) === 0) {
+    assert.ok(sent < 200, `nothing waiting after ${sent} events of 256 KiB`)
+    assert.equal((await publish(url, 'm:outbox', { big, n: ++sent })).status, 201)
+  }
+  assert.ok(await read(url, 'herald_outbox_bytes', { transport: 'websocket' }) <= sent * (big.length + 1024))
+  assert.equal(await read(url, 'herald_outbox_bytes', { transport: 'sse' }), 0)
+
+  ;(slow.socket as any)._socket.resume()
+  await slow.events('m:outbox', sent, 10_000)
+  await until(async () => await read(url, 'herald_outbox_bytes', { transport: 'websocket' }) === 0, 'the outbox empties once the client reads')
+})
+
+test('herald_bus_up and herald_ready say what /readyz says: bus lost and back, then a drain', { skip: redisSkipReason() }, async (t) => {
+  const redis = await startRedis(t)
+  const { app, url } = await startHerald(t, { redisUrl: redis.url })
+  const ready = async (): Promise<number> => (await fetch(`${url}/readyz`)).status
+  let s = (await scrape(url)).samples
+  assert.equal(value(s, 'herald_bus_up'), 1)
+  assert.equal(value(s, 'herald_ready'), 1)
+  assert.equal(await ready(), 200)
+
+  await redis.stop()
+  await until(async () => await read(url, 'herald_bus_up') === 0, 'herald_bus_up falls to 0 with Redis gone')
+  assert.equal(await read(url, 'herald_ready'), 0)
+  assert.equal(await ready(), 503)
+
+  await redis.restart()
+  await until(async () => await read(url, 'herald_bus_up') === 1, 'herald_bus_up is back to 1 with Redis', 15_000)
+  await until(async () => await read(url, 'herald_ready') === 1, 'herald_ready is back to 1')
+  assert.equal(await ready(), 200)
+
+  app.herald.drain()
+  s = (await scrape(url)).samples
+  assert.equal(value(s, 'herald_ready'), 0, 'a draining node is not ready')
+  assert.equal(value(s, 'herald_bus_up'), 1)
+  assert.equal(await ready(), 503)
 })

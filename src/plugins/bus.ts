@@ -14,7 +14,8 @@ declare module 'fastify' {
 export default fp(async function busPlugin (fastify, opts: { broker?: Broker }) {
   const broker = opts.broker ?? createBroker(fastify.heraldConfig, fastify.log as unknown as Logger)
   fastify.decorate('heraldBus', broker)
+  fastify.heraldMetrics.collectFrom({ busUp: () => broker.ready() })
   if (opts.broker !== undefined) return
   await broker.connect()
   fastify.addHook('onClose', async () => { await broker.close() })
-}, { name: 'herald-bus', dependencies: ['herald-config'] })
+}, { name: 'herald-bus', dependencies: ['herald-config', 'herald-metrics'] })

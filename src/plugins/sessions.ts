@@ -40,7 +40,12 @@ export default fp(async function sessionsPlugin (fastify) {
     },
     fastify.heraldNodeId
   )
-  metrics.collectFrom({ connections: (transport) => sessions.registry.count(transport) })
+  metrics.collectFrom({
+    connections: (transport) => sessions.registry.count(transport),
+    outboxBytes: () => sessions.registry.outboxBytes(),
+    // What /readyz answers (routes/health.ts).
+    ready: () => !sessions.draining && fastify.heraldBus.ready()
+  })
   fastify.decorate('heraldSessions', sessions)
   fastify.decorate('heraldPolls', new PollSessions(sessions, {
     lingerMs: config.pollLingerSeconds * 1000,
@@ -49,4 +54,4 @@ export default fp(async function sessionsPlugin (fastify) {
     maxSessionsPerSub: config.limits.maxConnectionsPerSub
   }))
   fastify.addHook('onClose', async () => { sessions.drain() })
-}, { name: 'herald-sessions', dependencies: ['herald-config', 'herald-hub', 'herald-auth', 'herald-presence', 'herald-metrics'] })
+}, { name: 'herald-sessions', dependencies: ['herald-config', 'herald-bus', 'herald-hub', 'herald-auth', 'herald-presence', 'herald-metrics'] })

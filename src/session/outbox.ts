@@ -76,6 +76,13 @@ export class Outbox {
 
   get pending (): number { return this.queue.length }
 
+  /** Bytes of the events and frames waiting here (a scrape-time figure: walks the queue). */
+  get bytes (): number {
+    let total = 0
+    for (const slot of this.queue) if (!slot.dead) total += slot.bytes
+    return total
+  }
+
   /** Resolves once nothing waits here and the connection holds at most half the bound (or the outbox is cleared). */
   whenDrained (): Promise<void> {
     if (this.drained()) return Promise.resolve()

@@ -58,6 +58,13 @@ export class SessionRegistry {
     return out
   }
 
+  /** Bytes on their way to clients, by transport, over every open session (read at scrape time). */
+  outboxBytes (): Record<TransportName, number> {
+    const bytes = Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<TransportName, number>
+    for (const set of this.sessionsBySub.values()) for (const session of set) bytes[session.transportName] += session.outboxBytes()
+    return bytes
+  }
+
   /** Every open connection (a copy). */
   connections (): Connection[] { return [...this.all] }
 

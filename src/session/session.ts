@@ -233,6 +233,12 @@ export class Session implements Sink, Connection, OutboxTarget {
 
   buffered (): number { return this.transport.buffered() }
 
+  /** Bytes on their way to the client: waiting in the outbox and handed to the connection (herald_outbox_bytes). */
+  outboxBytes (): number {
+    const buffered = this.transport.buffered()
+    return this.outbox.bytes + (Number.isFinite(buffered) ? buffered : 0)
+  }
+
   writeEvent (pub: Publication): void {
     if (this.ended) return
     if (!this.transport.bidirectional) this.cursor.advance(pub.channel, pub.offset, pub.epoch)
