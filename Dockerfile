@@ -9,7 +9,7 @@ COPY src ./src
 COPY routes ./routes
 COPY client ./client
 COPY public ./public
-RUN npm run build && npm run build:client && npm prune --omit=dev
+RUN npm run build && npm run build:client && npm run build:admin && npm prune --omit=dev
 
 # Runtime stage: compiled code and production dependencies only, run as the unprivileged `node` user.
 FROM node:22-bookworm-slim

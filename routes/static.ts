@@ -47,7 +47,16 @@ const staticRoutes: FastifyPluginAsync = async (fastify) => {
   }
 
   const publicDir = join(packageRoot, 'public')
-  if (existsSync(publicDir)) await fastify.register(fastifyStatic, { root: publicDir, prefix: '/', index: 'index.html', decorateReply: false })
+  // public/admin/ is the admin console's: routes/admin.ts serves it (with its CSP), and only when it is enabled.
+  if (existsSync(publicDir)) {
+    await fastify.register(fastifyStatic, {
+      root: publicDir,
+      prefix: '/',
+      index: 'index.html',
+      decorateReply: false,
+      allowedPath: (pathName) => !pathName.startsWith('/admin/')
+    })
+  }
 }
 
 export default staticRoutes

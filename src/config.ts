@@ -64,6 +64,7 @@ export const EnvSchema = Type.Object({
   API_KEYS: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Keys of the server API (`/v1/api/…`, `DELETE /v1/channels/{channel}/events`; docs/server-api.md): a comma list, each at least 16 characters, sent as `X-API-Key` (several, so keys rotate without downtime). Unset: those routes answer 403 `HERALD_ERR_API_DISABLED`.' })),
   REVOKE_TTL: Type.Integer({ minimum: 60, maximum: 366 * 86400, default: 86400, description: 'Seconds a server API revocation lasts when it names no `until`: set it to the longest lifetime of the tokens your backend mints (Herald\'s own longest, the development token, lives 24 h).' }),
   REVOKE_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000, description: 'Most revocations kept at once (each node holds them all in memory, about 200 bytes each); past it a revoke is refused with 429 `HERALD_ERR_TOO_MANY_REVOCATIONS`.' }),
+  ADMIN_ENABLED: Type.Boolean({ default: false, description: 'Serve the admin console at `/admin` (docs/operations.md): a browser page that signs in with a key of API_KEYS and acts only through the server API. Off: `/admin` answers 404 `HERALD_ERR_ADMIN_DISABLED`.' }),
   DRAIN_TIMEOUT: Type.Integer({ minimum: 0, maximum: 600, default: 10, description: 'Seconds a graceful shutdown waits for connections to finish.' })
 })
 
@@ -106,6 +107,8 @@ export interface HeraldConfig {
   presence: { ttlSeconds: number, batchMs: number }
   /** The server API: its keys (none: disabled), and the default lifetime and bound of revocations. */
   api: { keys: string[], revokeTtlSeconds: number, revokeMax: number }
+  /** The admin console at `/admin` (ADMIN_ENABLED): off unless turned on. */
+  admin: { enabled: boolean }
 }
 
 /** Reads, converts and validates the environment; throws a ConfigError listing every bad value. */
@@ -245,7 +248,8 @@ const FIELDS = {
   'presence.ttlSeconds': 'PRESENCE_TTL',
   'presence.batchMs': 'PRESENCE_BATCH_MS',
   'api.revokeTtlSeconds': 'REVOKE_TTL',
-  'api.revokeMax': 'REVOKE_MAX'
+  'api.revokeMax': 'REVOKE_MAX',
+  'admin.enabled': 'ADMIN_ENABLED'
 } as const satisfies Record<string, keyof Env>
 
 /** Settings of the plugin form that no environment variable maps to, and the shape each must have. */

@@ -4,11 +4,12 @@ import { ErrorBody } from '../../src/schemas.js'
 import { Errors, asHeraldError, isTemporary } from '../../src/errors.js'
 import { CloseCodes } from '../../src/protocol/codes.js'
 import type { Principal } from '../../src/auth/permissions.js'
-import type { Command, ConnectionError, NodeInfo } from '../../src/control/actions.js'
+import type { Command, ConnectionError, ConnectionInfo, NodeInfo } from '../../src/control/actions.js'
 import type { Replies } from '../../src/control/plane.js'
 import type { Revocation } from '../../src/control/revocations.js'
+import { HistoryReply, sendJsonText } from '../../src/schemas.js'
 import {
-  BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
+  ApiHistoryQuery, ConnectionsQuery, ConnectionsReply, BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
   RevokeBody, RevokeReply, SubscribeBody, SubscribeReply, UnsubscribeBody, UnsubscribeReply, refuseUnknownFields
 } from '../../src/control/schemas.js'
 
@@ -40,7 +41,7 @@ function gather<const K extends string> (sent: Replies, counts: readonly K[]): {
 
 const apiRoutes: FastifyPluginAsync = async (plain) => {
   const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
-  const { heraldConfig: settings, heraldPublisher: publisher, heraldNamespaces: namespaces, heraldControl: control, heraldRevocations: revocations } = fastify
+  const { heraldConfig: settings, heraldBus: bus, heraldPublisher: publisher, heraldNamespaces: namespaces, heraldControl: control, heraldRevocations: revocations } = fastify
   const send = async (cmd: Command): Promise<Replies> => await control.plane.request(cmd)
 
   fastify.post('/api/broadcast', {
@@ -172,6 +173,43 @@ const apiRoutes: FastifyPluginAsync = async (plain) => {
     const sent = await send({ op: 'node' })
     const nodes = sent.replies.flatMap((r) => r.result === undefined ? [] : [r.result as NodeInfo]).sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0)
     return { ...gather(sent, []), nodes }
+  })
+
+  fastify.get('/api/connections', {
+    config,
+    schema: {
+      ...common,
+      summary: 'The connections of a subject across every node',
+      description: 'WebSockets, SSE streams and long-poll sessions of `sub` on every node that answered: node, id, transport, when opened, subscriptions, bytes queued. Read-only; close them with `disconnect`.',
+      querystring: ConnectionsQuery,
+      response: { 200: ConnectionsReply, ...errors }
+    }
+  }, async (request) => {
+    const sent = await send({ op: 'connections', sub: request.query.sub })
+    const connections = sent.replies.flatMap((r) => ((r.result as { connections?: ConnectionInfo[] } | undefined)?.connections ?? []).map((c) => ({ node: r.node, ...c })))
+      .sort((a, b) => a.since - b.since)
+    return { ...gather(sent, []), connections }
+  })
+
+  fastify.get('/api/history', {
+    config,
+    schema: {
+      ...common,
+      summary: 'Read a channel\'s history',
+      description: 'As `GET /v1/channels/{channel}/events`, with an API key instead of a token: events after `since`, oldest first, with the channel\'s epoch, newest offset and oldest offset still kept.',
+      querystring: ApiHistoryQuery,
+      response: { 200: HistoryReply, ...errors, 404: ErrorBody }
+    }
+  }, async (request, reply) => {
+    const { channel, since } = request.query
+    const limit = request.query.limit ?? Math.min(100, settings.history.limitMax)
+    if (limit > settings.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${settings.history.limitMax}`)
+    const ns = namespaces.require(channel)
+    const { publications, top, earliest } = await bus.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })
+    const truncated = since < top.offset && earliest > since + 1
+    const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
+      ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
+    sendJsonText(reply, body)
   })
 }
 

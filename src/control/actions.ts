@@ -17,6 +17,7 @@ export type Command =
   | { op: 'revoke', revocation: Revocation }
   | { op: 'channels', pattern?: string, limit: number }
   | { op: 'node' }
+  | { op: 'connections', sub: string }
 
 /** A connection that could not do what was asked, in a command's answer. */
 export interface ConnectionError { client: string, code: string, message: string }
@@ -38,6 +39,18 @@ export interface NodeInfo {
   /** Events written to clients per second, over about the last DELIVERY_WINDOW_MS. */
   deliveriesPerSecond: number
   revocations: number
+}
+
+/** One connection of a subject on one node, as `GET /v1/api/connections` lists it (the route adds the node). */
+export interface ConnectionInfo {
+  /** The connection's id (`client` of its `connected` frame; a long-poll session's id). */
+  client: string
+  transport: TransportName
+  /** When it was opened, milliseconds since 1970. */
+  since: number
+  subscriptions: number
+  /** Outbound bytes queued for it. */
+  buffered: number
 }
 
 export interface ActionServices {
@@ -79,6 +92,7 @@ export class LocalActions {
       case 'revoke': return this.revoke(cmd.revocation)
       case 'channels': return this.channels(cmd.pattern, cmd.limit)
       case 'node': return this.node()
+      case 'connections': return this.connections(cmd.sub)
       default: throw new Errors.VALIDATION(`unknown control command ${JSON.stringify((cmd as { op?: unknown }).op)}`)
     }
   }
@@ -170,6 +184,14 @@ export class LocalActions {
     }
     if (node.worker !== undefined) info.worker = node.worker
     return info
+  }
+
+  /** The connections of `sub` on this node (WebSockets, SSE streams, long-poll sessions), oldest first. */
+  connections (sub: string): { connections: ConnectionInfo[] } {
+    const connections = this.sessionsOf(sub, undefined)
+      .map((s) => ({ client: s.id, transport: s.transportName, since: s.openedAt, subscriptions: s.subscriptionCount, buffered: s.buffered() }))
+      .sort((a, b) => a.since - b.since)
+    return { connections }
   }
 
   private sessionsOf (sub: string, client: string | undefined): Session[] {

@@ -131,6 +131,27 @@ export const NodeInfoSchema = Type.Object({
 
 export const NodesReply = Type.Object({ ...Reach, nodes: Type.Array(NodeInfoSchema, { description: 'Sorted by node id' }), errors: NodeErrors })
 
+export const ConnectionsQuery = Type.Object({ sub: Sub }, { additionalProperties: false })
+
+export const ConnectionsReply = Type.Object({
+  ...Reach,
+  connections: Type.Array(Type.Object({
+    node: Type.String(),
+    client: Type.String({ description: 'The connection\'s id (`client` of its `connected` frame; a long-poll session\'s id): give it to `disconnect` to close only this one' }),
+    transport: Type.Union([Type.Literal('websocket'), Type.Literal('sse'), Type.Literal('long-poll')]),
+    since: Type.Integer({ description: 'When it was opened, milliseconds since 1970' }),
+    subscriptions: Type.Integer(),
+    buffered: Type.Integer({ description: 'Outbound bytes queued for it' })
+  }), { description: 'Every node that answered, oldest first' }),
+  errors: NodeErrors
+})
+
+export const ApiHistoryQuery = Type.Object({
+  channel: Channel,
+  since: Type.Integer({ minimum: 0, default: 0, description: 'Return events after this offset' }),
+  limit: Type.Optional(Type.Integer({ minimum: 0, description: 'At most this many (default 100, at most HISTORY_LIMIT_MAX); 0 answers just the epoch and offsets' }))
+}, { additionalProperties: false })
+
 export const HistoryRemovedReply = Type.Object({
   channel: Type.String(),
   offset: Type.Integer({ description: 'The channel\'s newest offset, kept: publishing goes on from it' }),

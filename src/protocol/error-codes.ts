@@ -28,6 +28,7 @@ export const ERROR_TABLE = {
   NOT_SUBSCRIBED: { code: 'HERALD_ERR_NOT_SUBSCRIBED', status: 409, message: 'Not subscribed to %s' },
   IDEMPOTENCY_CONFLICT: { code: 'HERALD_ERR_IDEMPOTENCY_CONFLICT', status: 409, message: 'Idempotency key %s was used on channel %s with different content' },
   UPGRADE_REQUIRED: { code: 'HERALD_ERR_UPGRADE_REQUIRED', status: 426, message: 'This route only speaks WebSocket; send an Upgrade request' },
+  ADMIN_DISABLED: { code: 'HERALD_ERR_ADMIN_DISABLED', status: 404, message: 'The admin console is disabled (ADMIN_ENABLED is not true)' },
   NOT_FOUND: { code: 'HERALD_ERR_NOT_FOUND', status: 404, message: 'Route %s %s not found' },
   METHOD_NOT_ALLOWED: { code: 'HERALD_ERR_METHOD_NOT_ALLOWED', status: 405, message: 'Method not allowed' },
   UNSUPPORTED_MEDIA_TYPE: { code: 'HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', status: 415, message: 'Unsupported content type: %s' },

@@ -1,0 +1,231 @@
+import { test, before, after, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { publish, startHerald, token, WsClient, type TestApp } from './helper.js'
+import { ADMIN_CSP } from '../routes/admin.js'
+
+// The admin console (/admin, ADMIN_ENABLED; docs/operations.md): off by default, a strict CSP, the read-only server
+// API routes it needs (connections of a subject, history by key), and the page itself in a real headless Chromium
+// against a real Herald: sign-in, figures matching what the test opened, and a disconnect that closes a test client.
+
+declare const document: any
+declare const sessionStorage: any
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
+const SCREENSHOT = new URL('../docs/admin.png', import.meta.url)
+const KEY = 'admin-test-key-0123456789abcdef'
+const ENABLED = { api: { keys: [KEY] }, admin: { enabled: true } }
+
+function skipReason (): string | undefined {
+  if (existsSync(CHROMIUM)) return undefined
+  if (process.env.CI === 'true') throw new Error(`${CHROMIUM} not found and CI=true: the browser tests must run (apt-get install chromium, or set CHROMIUM_PATH)`)
+  const reason = `${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH); skipping the admin browser test`
+  console.log(reason)
+  return reason
+}
+
+const skip = skipReason()
+let browser: Browser | undefined
+
+before(async () => {
+  if (skip === undefined) browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
+})
+after(async () => { await browser?.close() })
+
+async function get (h: TestApp, path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Headers, text: string }> {
+  const res = await fetch(h.url + path, { headers, redirect: 'manual' })
+  return { status: res.status, headers: res.headers, text: await res.text() }
+}
+
+async function connect (t: TestContext, h: TestApp, sub: string, channel: string): Promise<WsClient> {
+  const client = await WsClient.connect(h.wsUrl, { token: token({ sub }) })
+  t.after(() => { client.close() })
+  await client.waitFor((f) => f.type === 'connected')
+  await client.subscribe(channel)
+  return client
+}
+
+test('/admin is off by default: 404 with HERALD_ERR_ADMIN_DISABLED, and its files are not served either', async (t) => {
+  const h = await startHerald(t, { config: { api: { keys: [KEY] } } })
+  for (const path of ['/admin', '/admin/', '/admin/admin.js', '/admin/admin.css']) {
+    const res = await get(h, path)
+    assert.equal(res.status, 404, path)
+    assert.equal(JSON.parse(res.text).code, 'HERALD_ERR_ADMIN_DISABLED', path)
+  }
+  // public/admin/ is not reachable through the static files of the demo page.
+  const file = await get(h, '/admin/index.html')
+  assert.equal(file.status, 404)
+  assert.equal(JSON.parse(file.text).code, 'HERALD_ERR_NOT_FOUND')
+  assert.equal((await get(h, '/')).status, 200, 'the demo page is still served')
+})
+
+test('enabled, /admin serves the page, its script and stylesheet with a strict Content-Security-Policy', async (t) => {
+  const h = await startHerald(t, { config: ENABLED })
+  const redirect = await get(h, '/admin')
+  assert.equal(redirect.status, 302)
+  assert.equal(redirect.headers.get('location'), '/admin/')
+  const page = await get(h, '/admin/')
+  assert.equal(page.status, 200)
+  assert.match(page.headers.get('content-type') ?? '', /^text\/html/)
+  const csp = page.headers.get('content-security-policy') ?? ''
+  assert.equal(csp, ADMIN_CSP)
+  assert.match(csp, /default-src 'none'/)
+  assert.match(csp, /script-src 'self'(;|$)/)
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/)
+  assert.match(csp, /frame-ancestors 'none'/)
+  assert.equal(page.headers.get('x-content-type-options'), 'nosniff')
+  assert.equal(page.headers.get('cache-control'), 'no-store')
+  // No inline script or style for the CSP to refuse: every <script> has a src, no style attributes or elements.
+  for (const tag of page.text.match(/<script\b[^>]*>/g) ?? []) assert.match(tag, /\ssrc=/)
+  assert.doesNotMatch(page.text, /\sstyle=|<style|\son[a-z]+=/i)
+  const script = await get(h, '/admin/admin.js')
+  assert.equal(script.status, 200)
+  assert.match(script.headers.get('content-type') ?? '', /^text\/javascript/)
+  assert.equal(script.headers.get('content-security-policy'), ADMIN_CSP)
+  const css = await get(h, '/admin/admin.css')
+  assert.equal(css.status, 200)
+  assert.match(css.text, /prefers-color-scheme: dark/)
+  // The page's source holds no key and talks to nothing but the server API.
+  assert.doesNotMatch(readFileSync(new URL('../client/admin/src/main.ts', import.meta.url), 'utf8'), /\/metrics/)
+})
+
+test('GET /v1/api/connections lists a subject\'s connections; GET /v1/api/history reads history by key', async (t) => {
+  const h = await startHerald(t, { config: ENABLED })
+  const alice = await connect(t, h, 'alice', 'chat:api')
+  const api = { 'x-api-key': KEY }
+
+  // 1. no key, no answer
+  assert.equal((await get(h, '/v1/api/connections?sub=alice')).status, 401)
+  // 2. alice's one WebSocket, with its id from the connected frame
+  const connected = alice.frames.find((f) => f.type === 'connected')!
+  const listed = JSON.parse((await get(h, '/v1/api/connections?sub=alice', api)).text)
+  assert.equal(listed.expected, 1)
+  assert.equal(listed.answered, 1)
+  assert.equal(listed.connections.length, 1)
+  const [c] = listed.connections
+  assert.equal(c.client, connected.client)
+  assert.equal(c.transport, 'websocket')
+  assert.equal(c.subscriptions, 1)
+  assert.equal(typeof c.node, 'string')
+  assert.ok(c.since <= Date.now() && c.since > Date.now() - 60_000)
+  assert.equal(c.buffered, 0)
+  assert.deepEqual(JSON.parse((await get(h, '/v1/api/connections?sub=nobody', api)).text).connections, [])
+  assert.equal((await get(h, '/v1/api/connections', api)).status, 400, 'sub is required')
+
+  // 3. history by key: the same answer as the token route
+  for (const n of [1, 2, 3]) assert.equal((await publish(h.url, 'chat:api', { n })).status, 201)
+  const page = JSON.parse((await get(h, '/v1/api/history?channel=chat:api&since=1', api)).text)
+  assert.deepEqual(page.events.map((e: { offset: number }) => e.offset), [2, 3])
+  assert.deepEqual(page.events.map((e: { data: unknown }) => e.data), [{ n: 2 }, { n: 3 }])
+  assert.equal(page.offset, 3)
+  const top = JSON.parse((await get(h, '/v1/api/history?channel=chat:api&limit=0', api)).text)
+  assert.deepEqual(top.events, [])
+  assert.equal(top.offset, 3)
+  assert.equal(top.epoch, page.epoch)
+  assert.equal((await get(h, '/v1/api/history?channel=chat:api', { authorization: `Bearer ${token()}` })).status, 401, 'a user token is no key')
+  assert.equal((await get(h, '/v1/api/history?channel=bad%20name', api)).status, 400)
+})
+
+test('the console in Chromium: sign-in, the node and its connections, channels, history, publish, disconnect and revoke', { skip }, async (t) => {
+  const h = await startHerald(t, { config: ENABLED })
+  const channel = 'chat:admin-test'
+  const alice = await connect(t, h, 'alice', channel)
+  const mallory = await connect(t, h, 'mallory', 'chat:other')
+  for (const n of [1, 2, 3]) assert.equal((await publish(h.url, channel, { n })).status, 201)
+  await alice.events(channel, 3)
+
+  const context = await browser!.newContext({ viewport: { width: 1200, height: 820 } })
+  t.after(async () => { await context.close() })
+  const page: Page = await context.newPage()
+  const problems: string[] = []
+  const urls: string[] = []
+  page.on('pageerror', (err) => problems.push(err.message))
+  page.on('console', (msg) => { if (msg.type() === 'error') problems.push(msg.text()) })
+  page.on('request', (request) => urls.push(request.url()))
+  await page.goto(`${h.url}/admin`)
+
+  // 1. a wrong key is refused with a visible message, and the console stays hidden
+  await page.fill('#key', 'not-the-key-0123456789abcdef')
+  await page.click('#login-form button[type=submit]')
+  await page.locator('#login-error', { hasText: 'Key refused' }).waitFor()
+  assert.equal(await page.isVisible('#console'), false)
+
+  // 2. the right key: the overview shows this node, and alice's and mallory's WebSockets
+  await page.fill('#key', KEY)
+  await page.click('#login-form button[type=submit]')
+  await page.locator('#console').waitFor()
+  const row = page.locator(`#nodes tbody tr[data-node="${h.app.herald.nodeId}"]`)
+  await row.waitFor()
+  await page.waitForFunction(() => document.querySelector('#nodes tbody td[data-col=websocket]')?.textContent === '2', undefined, { timeout: 5000 })
+  assert.equal(await row.locator('td[data-col=sse]').textContent(), '0')
+  assert.equal(await row.locator('td[data-col=subscriptions]').textContent(), '2')
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('herald.admin.key')), KEY)
+  if (process.env.HERALD_SCREENSHOT === '1') {
+    // Enough samples for the charts to say something, with a little traffic on them (only for the picture).
+    mkdirSync(new URL('.', SCREENSHOT), { recursive: true })
+    let n = 3
+    const sent: Array<Promise<unknown>> = []
+    const traffic = setInterval(() => { sent.push(publish(h.url, channel, { n: ++n })) }, 100)
+    await page.waitForFunction(() => Number(document.getElementById('chart-connections')?.dataset.samples) >= 25, undefined, { timeout: 40_000 })
+      .finally(() => { clearInterval(traffic) })
+    await Promise.all(sent)
+    await page.screenshot({ path: SCREENSHOT.pathname, fullPage: true })
+  }
+
+  // 3. channels: the test's channel with its one subscriber; its history; a test event that reaches alice
+  await page.click('[data-view=channels]')
+  await page.fill('#pattern', 'chat:*')
+  await page.click('#channels-form button[type=submit]')
+  const listed = page.locator(`#channels tbody tr[data-channel="${channel}"]`)
+  await listed.waitFor()
+  assert.equal(await listed.locator('td[data-col=subscribers]').textContent(), '1')
+  assert.equal(await page.locator('#channels tbody tr').count(), 2, 'chat:admin-test and chat:other')
+  const top = JSON.parse((await get(h, `/v1/api/history?channel=${channel}&limit=0`, { 'x-api-key': KEY })).text).offset as number
+  await alice.events(channel, top)
+  await listed.locator('button').click()
+  // The newest page: up to 20 events, the newest last.
+  await page.locator(`#history li[value="${top}"]`).waitFor()
+  assert.equal(await page.locator('#history li').count(), Math.min(20, top))
+  assert.match(await page.textContent('#channel-meta') ?? '', /newest offset \d+/)
+  const seen = alice.frames.length
+  await page.fill('#publish-data', '{"from": "the console"}')
+  await page.click('#publish-form button[type=submit]')
+  await page.locator('#publish-status', { hasText: 'Published at offset' }).waitFor()
+  const event = await alice.waitFor((f) => f.type === 'event' && f.data?.from === 'the console', 5000, seen)
+  assert.equal(event.channel, channel)
+  await page.locator('#history li', { hasText: 'the console' }).waitFor()
+
+  // 4. connections: find alice's, disconnect them: her WebSocket is closed with 4504
+  await page.click('[data-view=connections]')
+  await page.fill('#sub', 'alice')
+  await page.click('#connections-form button[type=submit]')
+  const connected = alice.frames.find((f) => f.type === 'connected')!
+  const conn = page.locator(`#connections tbody tr[data-client="${connected.client}"]`)
+  await conn.waitFor()
+  assert.equal(await conn.locator('td[data-col=transport]').textContent(), 'websocket')
+  await page.click('#disconnect-all')
+  assert.equal((await alice.waitClosed()).code, 4504)
+  await page.locator('#connections-status', { hasText: 'Closed 1 connection of alice' }).waitFor()
+  assert.equal(await page.locator('#connections tbody tr').count(), 0)
+
+  // 5. revoke mallory: closed with 4505, and her token no longer opens a connection
+  await page.fill('#sub', 'mallory')
+  await page.click('#connections-form button[type=submit]')
+  await page.locator('#connections tbody tr').first().waitFor()
+  await page.click('#revoke')
+  assert.equal((await mallory.waitClosed()).code, 4505)
+  await page.locator('#connections-status', { hasText: 'Revoked the tokens of mallory' }).waitFor()
+  await page.click('[data-view=overview]')
+  await page.waitForFunction(() => document.querySelector('#nodes tbody td[data-col=websocket]')?.textContent === '0', undefined, { timeout: 5000 })
+
+  // 6. sign out forgets the key; the key never appeared in a URL
+  await page.click('#logout')
+  await page.locator('#login').waitFor()
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('herald.admin.key')), null)
+  assert.ok(urls.length > 5)
+  for (const url of urls) assert.ok(!url.includes(KEY), `the key is not in ${url}`)
+  // The only console error allowed: the refused sign-in's 401 (Chromium logs failed fetches).
+  assert.deepEqual(problems.filter((p) => !/401/.test(p)), [])
+})
