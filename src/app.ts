@@ -140,6 +140,7 @@ function handleErrors (fastify: FastifyInstance): void {
     const herr = toHeraldError(err, config.maxBodyBytes)
     if (herr.statusCode >= 500 && herr.code === 'HERALD_ERR_INTERNAL') request.log.error({ err }, 'request failed')
     metrics.errors.inc({ code: herr.code })
+    if (herr.statusCode === 429) metrics.events.record('refused', `${request.method} ${request.url.split('?')[0]} from ${request.ip}: ${herr.message}`, herr.code)
     if (isTemporary(herr) && !reply.hasHeader('retry-after')) reply.header('retry-after', '1')
     return reply.code(herr.statusCode).send(errorBody(herr))
   })

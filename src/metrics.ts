@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Publication } from './bus/broker.js'
 import { TRANSPORTS, type TransportName } from './protocol/transports.js'
 import { version } from './version.js'
+import { EventLog } from './control/events.js'
 
 /** Figures owned by other services, read at scrape time. */
 export interface MetricSources {
@@ -16,6 +17,9 @@ export interface MetricSources {
   /** /readyz would answer 200: the bus is up and the node is not draining. */
   ready: () => boolean
 }
+
+/** Upper bounds (seconds) of herald_delivery_latency_seconds' buckets; +Inf follows. */
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 
 /**
  * Prometheus instruments of one Herald instance (its own registry, so several instances can share a process).
@@ -41,6 +45,8 @@ export class Metrics {
   readonly heartbeatTimeouts: Counter
   readonly catchUps: Counter<'reason'>
   readonly latency: Histogram
+  /** The last notable events (closes, evictions, refusals, bus reconnects), recorded where these counters are counted. */
+  readonly events = new EventLog()
 
   constructor (defaultMetrics = true, identity?: { node: string, worker?: number }) {
     const registers = [this.registry]
@@ -81,7 +87,7 @@ export class Metrics {
     this.catchUps = new Counter({ name: 'herald_bus_catchups_total', help: 'Channels caught up from history: a publication did not follow (gap), the bus reconnected (reconnect), or the position check found the channel behind (position: a lost subscription)', labelNames: ['reason'], registers })
     this.latency = new Histogram({
       name: 'herald_delivery_latency_seconds', help: 'Publish-to-dispatch latency on this node (publish time stamped by the accepting node)', registers,
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+      buckets: LATENCY_BUCKETS
     })
     if (defaultMetrics) {
       // Event-loop lag (herald_nodejs_eventloop_lag_*), heap and RSS come from prom-client's default metrics.
@@ -91,13 +97,25 @@ export class Metrics {
     }
   }
 
+  /** herald_delivery_latency_seconds' cumulative bucket counts since start, in LATENCY_BUCKETS order then +Inf. */
+  async latencyBuckets (): Promise<number[]> {
+    const counts = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0)
+    for (const v of (await this.latency.get()).values) {
+      if (v.metricName !== 'herald_delivery_latency_seconds_bucket') continue
+      const le = v.labels.le
+      const i = le === '+Inf' ? LATENCY_BUCKETS.length : LATENCY_BUCKETS.indexOf(Number(le))
+      if (i >= 0) counts[i] = v.value
+    }
+    return counts
+  }
+
   /** Where the gauges read their figures (set by the services that own them). */
   collectFrom (sources: Partial<MetricSources>): void { this.sources = { ...this.sources, ...sources } }
 
   /** The hub's observer: latency of every dispatched publication, and bus reconnects. */
   readonly hubObserver = {
     dispatched: (pub: Publication): void => { this.latency.observe((Date.now() - pub.ts) / 1000) },
-    reconnected: (): void => { this.busReconnects.inc() },
+    reconnected: (): void => { this.busReconnects.inc(); this.events.record('bus-reconnect', 'the bus connection came back; channels catch up from history') },
     caughtUp: (reason: 'gap' | 'reconnect' | 'position'): void => { this.catchUps.inc({ reason }) }
   }
 }

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
+import Type from 'typebox'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ErrorBody } from '../../src/schemas.js'
 import { Errors, asHeraldError, isTemporary } from '../../src/errors.js'
@@ -6,16 +7,26 @@ import { CloseCodes } from '../../src/protocol/codes.js'
 import type { Principal } from '../../src/auth/permissions.js'
 import type { Command, ConnectionError, ConnectionInfo, NodeInfo } from '../../src/control/actions.js'
 import type { Replies } from '../../src/control/plane.js'
+import type { NodeEvent } from '../../src/control/events.js'
 import type { Revocation } from '../../src/control/revocations.js'
 import { HistoryReply, sendJsonText } from '../../src/schemas.js'
 import {
-  ApiHistoryQuery, ConnectionsQuery, ConnectionsReply, BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
+  ApiHistoryQuery, ConnectionsQuery, EventsQuery, EventsReply, ConnectionsReply, BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
   RevokeBody, RevokeReply, SubscribeBody, SubscribeReply, UnsubscribeBody, UnsubscribeReply, refuseUnknownFields
 } from '../../src/control/schemas.js'
 
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 429: ErrorBody, 503: ErrorBody }
 const common = { tags: ['server api'], security: [{ apiKey: [] }] }
 const config = { admission: 'api' as const, rateLimit: false }
+
+/** Live streams (`GET /v1/api/live`) one node serves at once; one more is refused with 429. */
+export const LIVE_STREAMS_MAX = 16
+/** How often a live stream sends its message. */
+export const LIVE_INTERVAL_MS = 1000
+/** New events one live message carries at most. */
+const LIVE_EVENTS_MAX = 50
+/** A live stream whose reader has this many bytes unread is ended (it is not reading). */
+const LIVE_BUFFER_MAX = 1 << 20
 
 /** Who publishes a broadcast: the backend, allowed every channel (namespaces still apply). */
 const API: Principal = { sub: 'server-api', subscribe: [], publish: ['*'] }
@@ -39,10 +50,28 @@ function gather<const K extends string> (sent: Replies, counts: readonly K[]): {
   return { expected: sent.nodes, answered: sent.replies.length, ...(totals as Record<K, number>), ...(errs.length > 0 ? { errors: errs } : {}) }
 }
 
+/** The events of every node's answer, newest first (by time, then by each node's sequence), at most `limit`. */
+export function mergeEvents (sent: Replies, limit: number): Array<NodeEvent & { node: string }> {
+  const all = sent.replies.flatMap((r) => ((r.result as { events?: NodeEvent[] } | undefined)?.events ?? []).map((e) => ({ node: r.node, ...e })))
+  return all.sort((a, b) => b.ts - a.ts || b.seq - a.seq).slice(0, limit)
+}
+
 const apiRoutes: FastifyPluginAsync = async (plain) => {
   const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
   const { heraldConfig: settings, heraldBus: bus, heraldPublisher: publisher, heraldNamespaces: namespaces, heraldControl: control, heraldRevocations: revocations } = fastify
   const send = async (cmd: Command): Promise<Replies> => await control.plane.request(cmd)
+  const sessions = fastify.heraldSessions
+
+  async function nodesReply (): Promise<ReturnType<typeof gather<never>> & { nodes: NodeInfo[] }> {
+    const sent = await send({ op: 'node' })
+    const nodes = sent.replies.flatMap((r) => r.result === undefined ? [] : [r.result as NodeInfo]).sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0)
+    return { ...gather(sent, []), nodes }
+  }
+
+  /** The open live streams, each by the function that ends it (with a reason sent as `end` first, when given). */
+  const live = new Set<(reason?: string) => void>()
+  sessions.onDrain(() => { for (const end of [...live]) end('draining') })
+  fastify.addHook('preClose', async () => { for (const end of [...live]) end('closing') })
 
   fastify.post('/api/broadcast', {
     config,
@@ -169,10 +198,54 @@ const apiRoutes: FastifyPluginAsync = async (plain) => {
       summary: 'Every node: id, version, uptime, connections, subscriptions, deliveries per second',
       response: { 200: NodesReply, ...errors }
     }
-  }, async () => {
-    const sent = await send({ op: 'node' })
-    const nodes = sent.replies.flatMap((r) => r.result === undefined ? [] : [r.result as NodeInfo]).sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0)
-    return { ...gather(sent, []), nodes }
+  }, async () => await nodesReply())
+
+  fastify.get('/api/live', {
+    config,
+    schema: {
+      ...common,
+      summary: 'The nodes and new events, pushed once a second (Server-Sent Events)',
+      description: `An SSE stream (\`text/event-stream\`; read it with fetch, since EventSource cannot send X-API-Key): once a second an \`update\` message whose data is the answer of \`GET /v1/api/nodes\` plus \`events\`: the events of \`GET /v1/api/events\` not sent before on this stream (newest first, at most ${LIVE_EVENTS_MAX}). On drain or shutdown an \`end\` message with \`reason\`, then the stream ends. At most ${LIVE_STREAMS_MAX} streams per node (429 HERALD_ERR_TOO_MANY_LIVE_STREAMS).`,
+      produces: ['text/event-stream'],
+      response: { 200: Type.String({ description: 'text/event-stream: `event: update` messages, a last `event: end`' }), ...errors }
+    }
+  }, async (request, reply) => {
+    if (sessions.draining) throw new Errors.DRAINING()
+    if (live.size >= LIVE_STREAMS_MAX) throw new Errors.TOO_MANY_LIVE_STREAMS(`${LIVE_STREAMS_MAX} on this node`)
+    reply.hijack()
+    const res = reply.raw
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no', 'x-content-type-options': 'nosniff' })
+    res.flushHeaders()
+    const seen = new Map<string, number>()
+    let ended = false
+    let timer: NodeJS.Timeout | undefined
+    const end = (reason?: string): void => {
+      if (ended) return
+      ended = true
+      clearTimeout(timer)
+      live.delete(end)
+      if (reason !== undefined && !res.destroyed) res.write('event: end\ndata: ' + JSON.stringify({ reason }) + '\n\n')
+      res.end()
+    }
+    live.add(end)
+    res.on('close', () => { end() })
+    const tick = async (): Promise<void> => {
+      let message: string
+      try {
+        const [nodes, sent] = await Promise.all([nodesReply(), send({ op: 'events', limit: LIVE_EVENTS_MAX })])
+        const events = mergeEvents(sent, LIVE_EVENTS_MAX).filter((e) => e.seq > (seen.get(e.node) ?? 0))
+        for (const e of events) seen.set(e.node, Math.max(seen.get(e.node) ?? 0, e.seq))
+        message = 'event: update\ndata: ' + JSON.stringify({ ...nodes, events }) + '\n\n'
+      } catch (err) {
+        const herr = asHeraldError(err)
+        message = 'event: error\ndata: ' + JSON.stringify({ code: herr.code, message: herr.message }) + '\n\n'
+      }
+      if (ended) return
+      res.write(message)
+      if (res.writableLength > LIVE_BUFFER_MAX) { end(); return }
+      timer = setTimeout(() => { void tick() }, LIVE_INTERVAL_MS)
+    }
+    void tick()
   })
 
   fastify.get('/api/connections', {
@@ -189,6 +262,21 @@ const apiRoutes: FastifyPluginAsync = async (plain) => {
     const connections = sent.replies.flatMap((r) => ((r.result as { connections?: ConnectionInfo[] } | undefined)?.connections ?? []).map((c) => ({ node: r.node, ...c })))
       .sort((a, b) => a.since - b.since)
     return { ...gather(sent, []), connections }
+  })
+
+  fastify.get('/api/events', {
+    config,
+    schema: {
+      ...common,
+      summary: 'Recent notable events of every node, newest first',
+      description: 'The events tail: connections closed by the server with code and reason (API disconnects, revocations, slow-consumer evictions, token expiry, drain), heartbeat timeouts, 429 refusals and bus reconnects. Each node keeps its last 200 in memory (lost on restart); no token or payload is kept.',
+      querystring: EventsQuery,
+      response: { 200: EventsReply, ...errors }
+    }
+  }, async (request) => {
+    const limit = request.query.limit ?? 100
+    const sent = await send({ op: 'events', limit })
+    return { ...gather(sent, []), events: mergeEvents(sent, limit) }
   })
 
   fastify.get('/api/history', {

@@ -48,6 +48,7 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
     }
     // It will not pass by itself (a full channel, a refused namespace): an HTTP error, which stops an EventSource.
     metrics.errors.inc({ code: err.code })
+    if (err.statusCode === 429) metrics.events.record('refused', `SSE stream of ${session.sub}: ${err.message}`, err.code)
     session.gone('refused: ' + err.code)
     transport.refuse(err.statusCode, JSON.stringify(errorBody(err)))
   })

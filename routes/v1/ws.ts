@@ -9,7 +9,7 @@ import { WsHeartbeat, WsTransport } from '../../src/transports/ws.js'
 
 const wsRoutes: FastifyPluginAsync = async (fastify) => {
   const { heraldSessions: sessions, heraldConfig: config, heraldMetrics: metrics } = fastify
-  const heartbeat = new WsHeartbeat(config.wsPingIntervalSeconds, () => metrics.heartbeatTimeouts.inc())
+  const heartbeat = new WsHeartbeat(config.wsPingIntervalSeconds, () => { metrics.heartbeatTimeouts.inc(); metrics.events.record('heartbeat-timeout', 'a WebSocket missed a pong: terminated') })
   fastify.addHook('onClose', async () => { heartbeat.stop() })
 
   fastify.route({

@@ -8,6 +8,7 @@ import { CloseCodes } from '../protocol/codes.js'
 import { matches } from '../auth/permissions.js'
 import { Errors, asHeraldError } from '../errors.js'
 import type { Revocation, RevocationList } from './revocations.js'
+import { EVENTS_KEPT, type EventLog, type NodeEvent } from './events.js'
 
 /** What the server API asks every node to do (control/plane.ts carries it); each node acts on its own connections. */
 export type Command =
@@ -18,6 +19,7 @@ export type Command =
   | { op: 'channels', pattern?: string, limit: number }
   | { op: 'node' }
   | { op: 'connections', sub: string }
+  | { op: 'events', limit: number, after?: number }
 
 /** A connection that could not do what was asked, in a command's answer. */
 export interface ConnectionError { client: string, code: string, message: string }
@@ -38,6 +40,9 @@ export interface NodeInfo {
   subscriptions: number
   /** Events written to clients per second, over about the last DELIVERY_WINDOW_MS. */
   deliveriesPerSecond: number
+  /** Publish-to-deliver latency percentiles (milliseconds) over the same window, from herald_delivery_latency_seconds; null without deliveries in it. */
+  latencyP50: number | null
+  latencyP99: number | null
   revocations: number
 }
 
@@ -58,6 +63,10 @@ export interface ActionServices {
   hub: Hub
   revocations: RevocationList
   delivered: DeliveryCounts
+  /** herald_delivery_latency_seconds: bucket upper bounds (seconds) and their cumulative counts since start (bounds, then +Inf). */
+  latency?: { bounds: number[], counts: () => Promise<number[]> }
+  /** This node's events tail. */
+  events?: EventLog
   pollSessions: () => number
   draining: () => boolean
   node: { id: string, version: string, bus: string, worker?: number }
@@ -74,12 +83,12 @@ const DELIVERY_WINDOW_MS = 10_000
  */
 export class LocalActions {
   private readonly startedAt = Date.now()
-  private readonly samples: Array<{ at: number, delivered: number }> = []
+  private readonly samples: Array<{ at: number, delivered: number, latency: number[] }> = []
   private readonly sampler: NodeJS.Timeout
 
   constructor (private readonly services: ActionServices) {
-    this.sample()
-    this.sampler = setInterval(() => this.sample(), DELIVERY_WINDOW_MS / 2).unref()
+    void this.sample()
+    this.sampler = setInterval(() => { void this.sample() }, DELIVERY_WINDOW_MS / 2).unref()
   }
 
   close (): void { clearInterval(this.sampler) }
@@ -91,8 +100,9 @@ export class LocalActions {
       case 'unsubscribe': return this.unsubscribe(cmd.sub, cmd.channel, cmd.client)
       case 'revoke': return this.revoke(cmd.revocation)
       case 'channels': return this.channels(cmd.pattern, cmd.limit)
-      case 'node': return this.node()
+      case 'node': return await this.node()
       case 'connections': return this.connections(cmd.sub)
+      case 'events': return this.events(cmd.limit, cmd.after)
       default: throw new Errors.VALIDATION(`unknown control command ${JSON.stringify((cmd as { op?: unknown }).op)}`)
     }
   }
@@ -166,8 +176,9 @@ export class LocalActions {
     return { channels: out, truncated: false }
   }
 
-  node (): NodeInfo {
+  async node (): Promise<NodeInfo> {
     const { registry, hub, node } = this.services
+    const [latencyP50, latencyP99] = await this.latencyPercentiles([0.5, 0.99])
     const connections = Object.fromEntries(TRANSPORTS.map((t) => [t, registry.count(t)])) as Record<TransportName, number>
     const info: NodeInfo = {
       node: node.id,
@@ -180,6 +191,8 @@ export class LocalActions {
       channels: hub.channelCount,
       subscriptions: hub.subscriptionCount,
       deliveriesPerSecond: this.deliveryRate(),
+      latencyP50,
+      latencyP99,
       revocations: this.services.revocations.size
     }
     if (node.worker !== undefined) info.worker = node.worker
@@ -194,6 +207,13 @@ export class LocalActions {
     return { connections }
   }
 
+  /** This node's newest events (at most `limit`, newest first), only those after sequence number `after` when given. */
+  events (limit: number, after?: number): { events: NodeEvent[], last: number } {
+    const log = this.services.events
+    if (log === undefined) return { events: [], last: 0 }
+    return { events: log.list(Math.max(0, Math.min(limit, EVENTS_KEPT)), after ?? 0), last: log.lastSeq }
+  }
+
   private sessionsOf (sub: string, client: string | undefined): Session[] {
     const sessions = this.services.registry.sessionsOf(sub)
     return client === undefined ? sessions : sessions.filter((s) => s.id === client)
@@ -205,9 +225,42 @@ export class LocalActions {
     return n
   }
 
-  private sample (): void {
-    this.samples.push({ at: Date.now(), delivered: this.delivered() })
+  private async latencyCounts (): Promise<number[]> {
+    return await this.services.latency?.counts().catch(() => []) ?? []
+  }
+
+  private async sample (): Promise<void> {
+    // Pushed at once (deliveryRate needs a first sample); its latency counts follow (empty: counted since start).
+    const entry = { at: Date.now(), delivered: this.delivered(), latency: [] as number[] }
+    this.samples.push(entry)
     if (this.samples.length > 3) this.samples.shift()
+    entry.latency = await this.latencyCounts()
+  }
+
+  /**
+   * Percentiles (milliseconds, 0.01 ms precision) of the latencies observed since the oldest sample: the difference of
+   * the histogram's cumulative bucket counts, interpolated linearly within a bucket as Prometheus' histogram_quantile
+   * does (the top finite bound when one falls in +Inf). Null when nothing was observed in the window.
+   */
+  private async latencyPercentiles (qs: number[]): Promise<Array<number | null>> {
+    const bounds = this.services.latency?.bounds
+    const now = await this.latencyCounts()
+    const first = this.samples[0]?.latency ?? []
+    if (bounds === undefined || now.length !== bounds.length + 1) return qs.map(() => null)
+    const counts = now.map((c, i) => c - (first[i] ?? 0))
+    const total = counts[counts.length - 1]
+    if (!(total > 0)) return qs.map(() => null)
+    return qs.map((q) => {
+      const rank = q * total
+      let i = 0
+      while (i < bounds.length && counts[i] < rank) i++
+      if (i >= bounds.length) return Math.round(bounds[bounds.length - 1] * 100_000) / 100
+      const lower = i === 0 ? 0 : bounds[i - 1]
+      const below = i === 0 ? 0 : counts[i - 1]
+      const inBucket = counts[i] - below
+      const seconds = inBucket <= 0 ? bounds[i] : lower + (bounds[i] - lower) * (rank - below) / inBucket
+      return Math.round(seconds * 100_000) / 100
+    })
   }
 
   private deliveryRate (): number {

@@ -126,10 +126,29 @@ export const NodeInfoSchema = Type.Object({
   channels: Type.Integer({ description: 'Channels with subscribers on this node' }),
   subscriptions: Type.Integer(),
   deliveriesPerSecond: Type.Number({ description: 'Events written to clients per second, over about the last 10 s' }),
+  latencyP50: Type.Union([Type.Number(), Type.Null()], { description: 'Publish-to-deliver latency, median, in milliseconds, over the same window (from herald_delivery_latency_seconds, interpolated within its buckets); null without deliveries in it' }),
+  latencyP99: Type.Union([Type.Number(), Type.Null()], { description: '99th percentile of the same, in milliseconds; at most the top bucket bound (2500)' }),
   revocations: Type.Integer({ description: 'Revocations in force, as this node knows them' })
 })
 
 export const NodesReply = Type.Object({ ...Reach, nodes: Type.Array(NodeInfoSchema, { description: 'Sorted by node id' }), errors: NodeErrors })
+
+export const EventsQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, description: 'At most this many events in all, newest first (default 100; each node keeps its last 200)' }))
+}, { additionalProperties: false })
+
+export const NodeEventSchema = Type.Object({
+  node: Type.String(),
+  ts: Type.Integer({ description: 'When, milliseconds since 1970' }),
+  seq: Type.Integer({ description: 'Increasing on its node' }),
+  kind: Type.Union([Type.Literal('closed'), Type.Literal('eviction'), Type.Literal('token-expired'), Type.Literal('heartbeat-timeout'), Type.Literal('refused'), Type.Literal('bus-reconnect')], {
+    description: 'closed: a connection closed by the server (API disconnect, revocation, drain…); eviction: a slow consumer evicted or a channel dropped; token-expired; heartbeat-timeout: a WebSocket missed a pong; refused: a request or connection answered 429; bus-reconnect'
+  }),
+  code: Type.Optional(Type.String({ description: 'The close code (`4504`) or error code (`HERALD_ERR_RATE_LIMITED`)' })),
+  detail: Type.String({ maxLength: 200, description: 'Who and why (transport, connection id, subject, reason; never a token or a payload)' })
+})
+
+export const EventsReply = Type.Object({ ...Reach, events: Type.Array(NodeEventSchema, { description: 'Every node that answered, newest first' }), errors: NodeErrors })
 
 export const ConnectionsQuery = Type.Object({ sub: Sub }, { additionalProperties: false })
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { LocalActions } from '../control/actions.js'
 import { ControlPlane } from '../control/plane.js'
 import { version } from '../version.js'
+import { LATENCY_BUCKETS } from '../metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -22,6 +23,8 @@ export default fp(async function controlPlugin (fastify) {
     hub: fastify.heraldHub,
     revocations: revocations.list,
     delivered: fastify.heraldMetrics.delivered,
+    latency: { bounds: LATENCY_BUCKETS, counts: async () => await fastify.heraldMetrics.latencyBuckets() },
+    events: fastify.heraldMetrics.events,
     pollSessions: () => fastify.heraldPolls.size,
     draining: () => sessions.draining,
     node: { id: fastify.heraldNodeId, version, bus: broker.kind, worker: fastify.heraldWorker?.index }

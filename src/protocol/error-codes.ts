@@ -34,6 +34,7 @@ export const ERROR_TABLE = {
   UNSUPPORTED_MEDIA_TYPE: { code: 'HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', status: 415, message: 'Unsupported content type: %s' },
   TOO_MANY_REVOCATIONS: { code: 'HERALD_ERR_TOO_MANY_REVOCATIONS', status: 429, message: 'The revocation list is full (%s entries, REVOKE_MAX): revoke by subject, or wait for entries to expire' },
   TOO_MANY_CONNECTIONS: { code: 'HERALD_ERR_TOO_MANY_CONNECTIONS', status: 429, message: 'Too many connections (%s)' },
+  TOO_MANY_LIVE_STREAMS: { code: 'HERALD_ERR_TOO_MANY_LIVE_STREAMS', status: 429, message: 'Too many live streams (%s): close one, or poll GET /v1/api/nodes' },
   ORIGIN_NOT_ALLOWED: { code: 'HERALD_ERR_ORIGIN_NOT_ALLOWED', status: 403, message: 'Origin %s is not allowed' },
   RATE_LIMITED: { code: 'HERALD_ERR_RATE_LIMITED', status: 429, message: 'Too many requests, retry in %s' },
   BUS_UNAVAILABLE: { code: 'HERALD_ERR_BUS_UNAVAILABLE', status: 503, message: 'Event bus unavailable: %s' },

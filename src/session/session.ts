@@ -261,6 +261,7 @@ export class Session implements Sink, Connection, OutboxTarget {
     this.services.metrics.evictions.inc({ transport: this.transport.name, reason: 'dropped' })
     if (!this.transport.bidirectional) { this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: events dropped; reconnect to resume'); return }
     if (!this.subs.delete(channel)) return
+    this.services.metrics.events.record('eviction', `${this.transport.name} ${this.id} of ${this.sub}: channel ${channel} dropped (slow consumer)`)
     this.services.hub.unsubscribe(this, channel)
     this.send(frame.unsubscribed(channel, 'insufficient_state: slow_consumer', true))
   }
@@ -271,6 +272,8 @@ export class Session implements Sink, Connection, OutboxTarget {
   close (code: number, reason: string): void {
     if (this.ended) return
     this.services.log[this.logLevel]({ client: this.id, sub: this.sub, transport: this.transport.name, code, reason, ms: Date.now() - this.openedAt }, 'closing connection')
+    const kind = code === CloseCodes.SLOW_CONSUMER ? 'eviction' : code === CloseCodes.TOKEN_EXPIRED ? 'token-expired' : 'closed'
+    this.services.metrics.events.record(kind, `${this.transport.name} ${this.id} of ${this.sub}: ${reason}`, code)
     this.cleanup()
     this.transport.close(code, reason)
   }

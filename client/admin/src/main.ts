@@ -24,9 +24,12 @@ interface NodeInfo {
   channels: number
   subscriptions: number
   deliveriesPerSecond: number
+  latencyP50: number | null
+  latencyP99: number | null
 }
 interface Reach { expected: number, answered: number }
 interface ConnectionRow { node: string, client: string, transport: string, since: number, subscriptions: number, buffered: number }
+interface NodeEvent { node: string, ts: number, seq: number, kind: string, code?: string, detail: string }
 interface HistoryEvent { offset: number, ts: number, event?: string, data: unknown }
 
 class ApiFailure extends Error {
@@ -139,33 +142,94 @@ function showConsole (): void {
 
 // ---------------------------------------------------------------- views
 
-type View = 'overview' | 'channels' | 'connections'
+type View = 'overview' | 'channels' | 'connections' | 'events'
 
 function show (view: View, focus = false): void {
   for (const button of document.querySelectorAll<HTMLButtonElement>('[data-view]')) {
     if (button.dataset.view === view) button.setAttribute('aria-current', 'page')
     else button.removeAttribute('aria-current')
   }
-  for (const name of ['overview', 'channels', 'connections'] as const) $(`view-${name}`).hidden = name !== view
+  for (const name of ['overview', 'channels', 'connections', 'events'] as const) $(`view-${name}`).hidden = name !== view
+  if (view === 'events') void loadEvents()
   if (focus) $(`${view}-title`).focus()
 }
 
-// ---------------------------------------------------------------- overview: /v1/api/nodes once a second
+// ---------------------------------------------------------------- overview: pushed by /v1/api/live, else /v1/api/nodes once a second
 
 let timer: number | undefined
 let running = false
-const samples = { connections: [] as number[], deliveries: [] as number[] }
+/** The live stream being read, to abort on sign-out. */
+let liveAbort: AbortController | undefined
+const samples = { connections: [] as number[], deliveries: [] as number[], p99: [] as number[] }
 
 function startOverview (): void {
   if (running) return
   running = true
-  void tick()
+  void readLive()
 }
 
 function stopOverview (): void {
   running = false
   if (timer !== undefined) clearTimeout(timer)
   timer = undefined
+  liveAbort?.abort()
+  liveAbort = undefined
+}
+
+/**
+ * Reads `GET /v1/api/live` (Server-Sent Events, read with fetch: EventSource cannot send X-API-Key): an `update`
+ * message a second with the nodes and the new events. If the stream cannot be opened (429: too many live streams,
+ * an older server…), fails or ends (drain), the page falls back to asking `GET /v1/api/nodes` once a second.
+ */
+async function readLive (): Promise<void> {
+  const abort = new AbortController()
+  liveAbort = abort
+  $('overview-status').dataset.feed = 'connecting'
+  try {
+    const res = await fetch(new URL('live', apiBase), {
+      headers: { 'x-api-key': key ?? '', accept: 'text/event-stream' }, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer', signal: abort.signal
+    })
+    if (!res.ok || res.body === null) { void res.body?.cancel(); throw new Error(`live stream: HTTP ${res.status}`) }
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+    let buffer = ''
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      buffer += value
+      let i: number
+      while ((i = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, i)
+        buffer = buffer.slice(i + 2)
+        if (!onLiveMessage(block)) { void reader.cancel(); break }
+      }
+    }
+  } catch {
+    // Falls back to polling below.
+  }
+  if (!running || liveAbort !== abort) return
+  liveAbort = undefined
+  $('overview-status').dataset.feed = 'polling'
+  void tick()
+}
+
+/** One SSE message of the live stream; false when the stream says it ends. */
+function onLiveMessage (block: string): boolean {
+  let event = 'message'
+  let data = ''
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event: ')) event = line.slice(7)
+    else if (line.startsWith('data: ')) data += line.slice(6)
+  }
+  if (event === 'end') return false
+  if (event === 'update') {
+    const reply = JSON.parse(data) as Reach & { nodes: NodeInfo[], events: NodeEvent[] }
+    $('overview-status').dataset.feed = 'live'
+    renderNodes(reply)
+    if (reply.events.length > 0 && eventsLoaded) renderEvents(reply.events, false)
+  } else if (event === 'error') {
+    say('overview-status', 'Could not read the nodes: ' + (JSON.parse(data) as ApiError).message, 'bad')
+  }
+  return true
 }
 
 async function tick (): Promise<void> {
@@ -184,6 +248,8 @@ function renderNodes (reply: Reach & { nodes: NodeInfo[] }): void {
   body.replaceChildren()
   let connections = 0
   let deliveries = 0
+  // The cluster's p99 as the worst node's (percentiles do not add up).
+  let p99 = 0
   for (const n of reply.nodes) {
     const row = body.insertRow()
     row.dataset.node = n.node
@@ -197,18 +263,25 @@ function renderNodes (reply: Reach & { nodes: NodeInfo[] }): void {
     cell(row, String(n.channels), 'channels', true)
     cell(row, String(n.subscriptions), 'subscriptions', true)
     cell(row, n.deliveriesPerSecond.toFixed(1), 'deliveries', true)
+    cell(row, n.latencyP50 === null ? '–' : n.latencyP50.toFixed(2), 'p50', true)
+    cell(row, n.latencyP99 === null ? '–' : n.latencyP99.toFixed(2), 'p99', true)
+    if (n.latencyP99 !== null) p99 = Math.max(p99, n.latencyP99)
     connections += n.connections.websocket + n.connections.sse + n.connections['long-poll']
     deliveries += n.deliveriesPerSecond
   }
   const missing = reply.expected - reply.answered
+  const feed = $('overview-status').dataset.feed === 'live' ? 'live' : 'polled'
   say('overview-status', `${reply.answered} node${reply.answered === 1 ? '' : 's'} answered` +
-    (missing > 0 ? ` — ${missing} did not answer in time` : '') + ` · updated ${new Date().toLocaleTimeString()}`, missing > 0 ? 'bad' : '')
+    (missing > 0 ? ` — ${missing} did not answer in time` : '') + ` · ${feed} ${new Date().toLocaleTimeString()}`, missing > 0 ? 'bad' : '')
   push(samples.connections, connections)
   push(samples.deliveries, deliveries)
   $('now-connections').textContent = String(connections)
   $('now-deliveries').textContent = deliveries.toFixed(1)
   chart('chart-connections', samples.connections, 'Connections')
   chart('chart-deliveries', samples.deliveries, 'Deliveries per second')
+  push(samples.p99, p99)
+  $('now-p99').textContent = p99.toFixed(2)
+  chart('chart-p99', samples.p99, 'Publish-to-deliver p99 in milliseconds')
 }
 
 function push (series: number[], value: number): void {
@@ -396,6 +469,46 @@ async function revoke (sub: string): Promise<void> {
   }
 }
 
+// ---------------------------------------------------------------- events tail
+
+const EVENTS_SHOWN = 200
+/** The table holds the tail already: the live stream's new events go on top of it. */
+let eventsLoaded = false
+
+async function loadEvents (): Promise<void> {
+  say('events-status', 'Loading…')
+  try {
+    const reply = await api<Reach & { events: NodeEvent[] }>(`events?limit=${EVENTS_SHOWN}`)
+    renderEvents(reply.events, true)
+    eventsLoaded = true
+    say('events-status', `${reply.events.length} event${reply.events.length === 1 ? '' : 's'}` +
+      (reply.answered < reply.expected ? ` — ${reply.expected - reply.answered} node(s) did not answer` : ''))
+  } catch (err) {
+    say('events-status', describe(err), 'bad')
+  }
+}
+
+/** Shows `events` (newest first): in place of the table's rows, or above them (newer ones from the live feed). */
+function renderEvents (events: NodeEvent[], replace: boolean): void {
+  const body = $<HTMLTableElement>('events').tBodies[0]
+  if (replace) body.replaceChildren()
+  const shown = new Set([...body.rows].map((r) => r.dataset.key))
+  const rows = events.filter((e) => !shown.has(`${e.node}:${e.seq}`)).map((e) => {
+    const row = document.createElement('tr')
+    row.dataset.key = `${e.node}:${e.seq}`
+    row.dataset.kind = e.kind
+    row.dataset.node = e.node
+    cell(row, new Date(e.ts).toLocaleTimeString(), 'time')
+    cell(row, e.node, 'node')
+    cell(row, e.kind, 'kind')
+    cell(row, e.code ?? '', 'code')
+    cell(row, e.detail, 'detail')
+    return row
+  })
+  body.prepend(...rows)
+  while (body.rows.length > EVENTS_SHOWN) body.deleteRow(-1)
+}
+
 // ---------------------------------------------------------------- wiring
 
 function submit (id: string, fn: () => void): void {
@@ -418,6 +531,7 @@ function start (): void {
   submit('connections-form', () => { void findConnections() })
   $('disconnect-all').addEventListener('click', () => { if (shownSub !== null) void disconnect(shownSub) })
   $('revoke').addEventListener('click', () => { if (shownSub !== null) void revoke(shownSub) })
+  $('events-refresh').addEventListener('click', () => { void loadEvents() })
   if (key !== null) showConsole()
   else $<HTMLInputElement>('key').focus()
 }
