@@ -2,7 +2,7 @@ import { test, before, after, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { chromium, type Browser, type Page } from 'playwright-core'
-import { publish, startHerald, token, WsClient, type TestApp } from './helper.js'
+import { publish, startHerald, token, until, WsClient, type TestApp } from './helper.js'
 import { ADMIN_CSP } from '../routes/admin.js'
 import { LIVE_STREAMS_MAX } from '../routes/v1/api.js'
 
@@ -17,7 +17,7 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
 const SCREENSHOT = new URL('../docs/admin.png', import.meta.url)
 const KEY = 'admin-test-key-0123456789abcdef'
-const ENABLED = { api: { keys: [KEY] }, admin: { enabled: true } }
+const ENABLED = { api: { keys: [KEY] }, admin: { enabled: true }, namespaces: { namespaces: { chat: { presence: true } } } }
 
 function skipReason (): string | undefined {
   if (existsSync(CHROMIUM)) return undefined
@@ -127,6 +127,19 @@ test('GET /v1/api/connections lists a subject\'s connections; GET /v1/api/histor
   assert.equal(top.epoch, page.epoch)
   assert.equal((await get(h, '/v1/api/history?channel=chat:api', { authorization: `Bearer ${token()}` })).status, 401, 'a user token is no key')
   assert.equal((await get(h, '/v1/api/history?channel=bad%20name', api)).status, 400)
+
+  // 4. presence by key: alice, cluster-wide; no key or a user token, no answer; a channel without presence says so
+  const presence = async (): Promise<{ members: Array<{ sub: string, connections: Array<{ client: string }> }>, count: { members: number, connections: number } }> =>
+    JSON.parse((await get(h, '/v1/api/presence?channel=chat:api', api)).text)
+  await until(async () => (await presence()).count?.members === 1, 'alice in the presence of chat:api')
+  const members = await presence()
+  assert.deepEqual(members.members.map((m) => [m.sub, m.connections.map((c) => c.client)]), [['alice', [connected.client]]])
+  assert.equal((await get(h, '/v1/api/presence?channel=chat:api')).status, 401)
+  assert.equal((await get(h, '/v1/api/presence?channel=chat:api', { authorization: `Bearer ${token()}` })).status, 401)
+  const proto = await get(h, '/v1/api/presence?channel=chat:api&__proto__=x&constructor=y', api)
+  assert.equal(proto.status, 200, 'prototype keys in the query are dropped, not applied')
+  assert.deepEqual(JSON.parse(proto.text).count, members.count)
+  assert.equal(JSON.parse((await get(h, '/v1/api/presence?channel=news', api)).text).code, 'HERALD_ERR_PRESENCE_DISABLED')
 })
 
 test('GET /v1/api/nodes: publish-to-deliver p50/p99 over the window, after real deliveries', async (t) => {
@@ -337,6 +350,8 @@ test('the console in Chromium: sign-in, the node and its connections, channels, 
   await page.locator(`#history li[value="${top}"]`).waitFor()
   assert.equal(await page.locator('#history li').count(), Math.min(20, top))
   assert.match(await page.textContent('#channel-meta') ?? '', /newest offset \d+/)
+  // Presence: alice, the one subscriber.
+  await page.locator('#channel-presence', { hasText: 'Presence: 1 members, 1 connections: alice (1)' }).waitFor()
   const seen = alice.frames.length
   await page.fill('#publish-data', '{"from": "the console"}')
   await page.click('#publish-form button[type=submit]')

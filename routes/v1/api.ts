@@ -9,9 +9,9 @@ import type { Command, ConnectionError, ConnectionInfo, NodeInfo } from '../../s
 import type { Replies } from '../../src/control/plane.js'
 import type { NodeEvent } from '../../src/control/events.js'
 import type { Revocation } from '../../src/control/revocations.js'
-import { HistoryReply, sendJsonText } from '../../src/schemas.js'
+import { HistoryReply, PresenceReply, sendJsonText } from '../../src/schemas.js'
 import {
-  ApiHistoryQuery, ConnectionsQuery, EventsQuery, EventsReply, ConnectionsReply, BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
+  ApiHistoryQuery, ApiPresenceQuery, ConnectionsQuery, EventsQuery, EventsReply, ConnectionsReply, BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
   RevokeBody, RevokeReply, SubscribeBody, SubscribeReply, UnsubscribeBody, UnsubscribeReply, refuseUnknownFields
 } from '../../src/control/schemas.js'
 
@@ -30,6 +30,8 @@ const LIVE_BUFFER_MAX = 1 << 20
 
 /** Who publishes a broadcast: the backend, allowed every channel (namespaces still apply). */
 const API: Principal = { sub: 'server-api', subscribe: [], publish: ['*'] }
+/** Reads on behalf of an API key (presence): every channel, still subject to its namespace's settings. */
+const API_READER: Principal = { sub: 'server-api', subscribe: ['*'], publish: [] }
 
 /** Longest a revocation may be asked to last. */
 const MAX_REVOKE_SECONDS = 366 * 86400
@@ -58,7 +60,7 @@ export function mergeEvents (sent: Replies, limit: number): Array<NodeEvent & { 
 
 const apiRoutes: FastifyPluginAsync = async (plain) => {
   const fastify = plain.withTypeProvider<TypeBoxTypeProvider>()
-  const { heraldConfig: settings, heraldBus: bus, heraldPublisher: publisher, heraldNamespaces: namespaces, heraldControl: control, heraldRevocations: revocations } = fastify
+  const { heraldPresence: presence, heraldConfig: settings, heraldBus: bus, heraldPublisher: publisher, heraldNamespaces: namespaces, heraldControl: control, heraldRevocations: revocations } = fastify
   const send = async (cmd: Command): Promise<Replies> => await control.plane.request(cmd)
   const sessions = fastify.heraldSessions
 
@@ -277,6 +279,20 @@ const apiRoutes: FastifyPluginAsync = async (plain) => {
     const limit = request.query.limit ?? 100
     const sent = await send({ op: 'events', limit })
     return { ...gather(sent, []), events: mergeEvents(sent, limit) }
+  })
+
+  fastify.get('/api/presence', {
+    config,
+    schema: {
+      ...common,
+      summary: 'Who is subscribed to a channel',
+      description: 'As `GET /v1/channels/{channel}/presence`, with an API key instead of a token: members (one per token `sub`, with their connections), cluster-wide. Needs `presence` in the channel\'s namespace (404 `HERALD_ERR_PRESENCE_DISABLED` otherwise; a counts-only namespace answers 400 `HERALD_ERR_PRESENCE_COUNTS_ONLY`).',
+      querystring: ApiPresenceQuery,
+      response: { 200: PresenceReply, ...errors, 404: ErrorBody }
+    }
+  }, async (request) => {
+    const { channel } = request.query
+    return { channel, ...await presence.query.members(API_READER, channel) }
   })
 
   fastify.get('/api/history', {

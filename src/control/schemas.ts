@@ -165,6 +165,10 @@ export const ConnectionsReply = Type.Object({
   errors: NodeErrors
 })
 
+export const ApiPresenceQuery = Type.Object({
+  channel: Channel
+}, { additionalProperties: false })
+
 export const ApiHistoryQuery = Type.Object({
   channel: Channel,
   since: Type.Integer({ minimum: 0, default: 0, description: 'Return events after this offset' }),

@@ -346,8 +346,22 @@ async function openChannelView (channel: string): Promise<void> {
   $('channel-title').textContent = channel
   $('history').replaceChildren()
   say('publish-status', '')
-  await loadHistory(null)
+  $('channel-presence').textContent = ''
+  await Promise.all([loadHistory(null), loadPresence(channel)])
   $('channel-title').focus()
+}
+
+/** Who is subscribed, cluster-wide, where the channel's namespace keeps presence. */
+async function loadPresence (channel: string): Promise<void> {
+  try {
+    const p = await api<{ members: Array<{ sub: string, connections: unknown[] }>, count: { members: number, connections: number } }>(`presence?channel=${encodeURIComponent(channel)}`)
+    if (channel !== openChannel) return
+    const shown = p.members.slice(0, 50).map((m) => `${m.sub} (${m.connections.length})`).join(', ')
+    $('channel-presence').textContent = `Presence: ${p.count.members} members, ${p.count.connections} connections` +
+      (shown === '' ? '' : `: ${shown}${p.members.length > 50 ? ', …' : ''}`)
+  } catch (err) {
+    if (channel === openChannel) $('channel-presence').textContent = 'Presence: ' + describe(err)
+  }
 }
 
 /** The newest page of history (before === null), or the page before the oldest event shown. */
