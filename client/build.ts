@@ -3,13 +3,10 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 /**
- * Bundles the client library (client/index.ts) into one minified ESM file for browsers: no dependencies, no Node
- * built-ins (platform browser). Run from the sources (tsx) it bundles index.ts; run from a `tsc` build (dist/client)
- * it bundles the compiled index.js next to it.
+ * Bundles one browser entry point into a single minified ESM file: no dependencies, no Node built-ins (platform
+ * browser). Returns the bundle's text, or writes it to `outfile` (and returns '').
  */
-export async function buildClient (outfile?: string): Promise<string> {
-  const source = fileURLToPath(new URL('./index.ts', import.meta.url))
-  const entry = existsSync(source) ? source : fileURLToPath(new URL('./index.js', import.meta.url))
+export async function bundleForBrowsers (entry: string, outfile?: string): Promise<string> {
   const result = await build({
     entryPoints: [entry],
     bundle: true,
@@ -25,6 +22,15 @@ export async function buildClient (outfile?: string): Promise<string> {
   })
   if (outfile !== undefined) return ''
   return result.outputFiles![0].text
+}
+
+/**
+ * Bundles the client library (client/index.ts). Run from the sources (tsx) it bundles index.ts; run from a `tsc`
+ * build (dist/client) it bundles the compiled index.js next to it.
+ */
+export async function buildClient (outfile?: string): Promise<string> {
+  const source = fileURLToPath(new URL('./index.ts', import.meta.url))
+  return await bundleForBrowsers(existsSync(source) ? source : fileURLToPath(new URL('./index.js', import.meta.url)), outfile)
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
