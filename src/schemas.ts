@@ -1,4 +1,6 @@
 import type { FastifyReply } from 'fastify'
+import type { HistoryResult } from './bus/broker.js'
+import { Errors } from './errors.js'
 import Type from 'typebox'
 import { CHANNEL_PATTERN } from './protocol/channel.js'
 import { EventName, FrameId } from './protocol/client-frames.js'
@@ -127,4 +129,20 @@ export const PresenceCountReply = Type.Object({
  */
 export function sendJsonText (reply: unknown, text: string): void {
   void (reply as FastifyReply).type('application/json; charset=utf-8').send(text)
+}
+
+/** A history request's page size: `limit` if given (at most HISTORY_LIMIT_MAX), else 100 or that maximum. */
+export function historyLimit (asked: number | undefined, limitMax: number): number {
+  if (asked !== undefined && asked > limitMax) throw new Errors.VALIDATION(`limit must be at most ${limitMax}`)
+  return asked ?? Math.min(100, limitMax)
+}
+
+/**
+ * A history page as the JSON text of HistoryReply. The stored frames are already JSON: they are spliced in rather
+ * than parsed and re-serialised each.
+ */
+export function historyJson (channel: string, since: number, { publications, top, earliest }: HistoryResult): string {
+  const truncated = since < top.offset && earliest > since + 1
+  return '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
+    ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
 }

@@ -9,7 +9,7 @@ import type { Command, ConnectionError, ConnectionInfo, NodeInfo } from '../../s
 import type { Replies } from '../../src/control/plane.js'
 import type { NodeEvent } from '../../src/control/events.js'
 import type { Revocation } from '../../src/control/revocations.js'
-import { HistoryReply, PresenceReply, sendJsonText } from '../../src/schemas.js'
+import { HistoryReply, PresenceReply, historyJson, historyLimit, sendJsonText } from '../../src/schemas.js'
 import {
   ApiHistoryQuery, ApiPresenceQuery, ConnectionsQuery, EventsQuery, EventsReply, ConnectionsReply, BroadcastBody, BroadcastReply, ChannelsQuery, ChannelsReply, ClosedReply, DisconnectBody, MAX_REASON_BYTES, NodesReply,
   RevokeBody, RevokeReply, SubscribeBody, SubscribeReply, UnsubscribeBody, UnsubscribeReply, refuseUnknownFields
@@ -306,14 +306,9 @@ const apiRoutes: FastifyPluginAsync = async (plain) => {
     }
   }, async (request, reply) => {
     const { channel, since } = request.query
-    const limit = request.query.limit ?? Math.min(100, settings.history.limitMax)
-    if (limit > settings.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${settings.history.limitMax}`)
+    const limit = historyLimit(request.query.limit, settings.history.limitMax)
     const ns = namespaces.require(channel)
-    const { publications, top, earliest } = await bus.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })
-    const truncated = since < top.offset && earliest > since + 1
-    const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
-      ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
-    sendJsonText(reply, body)
+    sendJsonText(reply, historyJson(channel, since, await bus.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })))
   })
 }
 

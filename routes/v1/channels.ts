@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { ChannelParams, ErrorBody, WhoAmIReply, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply, sendJsonText } from '../../src/schemas.js'
+import { ChannelParams, ErrorBody, WhoAmIReply, PresenceReply, PresenceCountReply, HistoryQuery, HistoryReply, PublishBody, PublishHeaders, PublishReply, historyJson, historyLimit, sendJsonText } from '../../src/schemas.js'
 import { Errors } from '../../src/errors.js'
 import { HistoryRemovedReply } from '../../src/control/schemas.js'
 
@@ -51,16 +51,10 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
   }, async (request, reply) => {
     const { channel } = request.params
     const { since } = request.query
-    const limit = request.query.limit ?? Math.min(100, config.history.limitMax)
     fastify.authorize(request.principal!, 'subscribe', channel)
-    if (limit > config.history.limitMax) throw new Errors.VALIDATION(`limit must be at most ${config.history.limitMax}`)
+    const limit = historyLimit(request.query.limit, config.history.limitMax)
     const ns = namespaces.require(channel)
-    const { publications, top, earliest } = await bus.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })
-    const truncated = since < top.offset && earliest > since + 1
-    // The stored frames are already JSON: splice them in rather than parse and re-serialise each.
-    const body = '{"channel":' + JSON.stringify(channel) + ',"epoch":' + JSON.stringify(top.epoch) + ',"offset":' + top.offset +
-      ',"earliest":' + earliest + ',"truncated":' + truncated + ',"events":[' + publications.map((p) => p.frame).join(',') + ']}'
-    sendJsonText(reply, body)
+    sendJsonText(reply, historyJson(channel, since, await bus.history(channel, { since, limit, historyTtlSeconds: ns.historyTtl })))
   })
 
   fastify.delete('/channels/:channel/events', {
