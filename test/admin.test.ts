@@ -1,7 +1,8 @@
-import { test, before, after, type TestContext } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import { mkdirSync, readFileSync } from 'node:fs'
+import type { Page } from 'playwright-core'
+import { chromiumSkipReason, sharedBrowser } from './support/chromium.js'
 import { publish, startHerald, token, until, WsClient, type TestApp } from './helper.js'
 import { ADMIN_CSP } from '../routes/admin.js'
 import { LIVE_STREAMS_MAX } from '../routes/v1/api.js'
@@ -13,27 +14,12 @@ import { LIVE_STREAMS_MAX } from '../routes/v1/api.js'
 declare const document: any
 declare const sessionStorage: any
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
 const SCREENSHOT = new URL('../docs/admin.png', import.meta.url)
 const KEY = 'admin-test-key-0123456789abcdef'
 const ENABLED = { api: { keys: [KEY] }, admin: { enabled: true }, namespaces: { namespaces: { chat: { presence: true } } } }
 
-function skipReason (): string | undefined {
-  if (existsSync(CHROMIUM)) return undefined
-  if (process.env.CI === 'true') throw new Error(`${CHROMIUM} not found and CI=true: the browser tests must run (apt-get install chromium, or set CHROMIUM_PATH)`)
-  const reason = `${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH); skipping the admin browser test`
-  console.log(reason)
-  return reason
-}
-
-const skip = skipReason()
-let browser: Browser | undefined
-
-before(async () => {
-  if (skip === undefined) browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
-})
-after(async () => { await browser?.close() })
+const skip = chromiumSkipReason('the admin browser test')
+const browser = sharedBrowser(skip)
 
 async function get (h: TestApp, path: string, headers: Record<string, string> = {}): Promise<{ status: number, headers: Headers, text: string }> {
   const res = await fetch(h.url + path, { headers, redirect: 'manual' })
@@ -290,7 +276,7 @@ test('the console in Chromium: sign-in, the node and its connections, channels, 
   for (const n of [1, 2, 3]) assert.equal((await publish(h.url, channel, { n })).status, 201)
   await alice.events(channel, 3)
 
-  const context = await browser!.newContext({ viewport: { width: 1200, height: 820 } })
+  const context = await browser().newContext({ viewport: { width: 1200, height: 820 } })
   t.after(async () => { await context.close() })
   const page: Page = await context.newPage()
   const problems: string[] = []
@@ -410,7 +396,7 @@ test('the console in Chromium falls back to polling when the live stream is refu
   assert.ok(taken.every((r) => r.status === 200))
   await connect(t, h, 'alice', 'chat:fallback')
 
-  const context = await browser!.newContext()
+  const context = await browser().newContext()
   t.after(async () => { await context.close() })
   const page: Page = await context.newPage()
   await page.goto(`${h.url}/admin`)

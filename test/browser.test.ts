@@ -1,7 +1,8 @@
-import { test, before, after, type TestContext } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync } from 'node:fs'
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import { mkdirSync } from 'node:fs'
+import type { BrowserContext, Page } from 'playwright-core'
+import { chromiumSkipReason, sharedBrowser } from './support/chromium.js'
 import { publish, startHerald, type TestApp } from './helper.js'
 
 // The demo page (public/) and the client bundle (/client/herald.js) in a real headless Chromium against a real
@@ -12,25 +13,10 @@ import { publish, startHerald, type TestApp } from './helper.js'
 declare const window: any
 declare const document: any
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
 const SCREENSHOT = new URL('../docs/demo.png', import.meta.url)
 
-function skipReason (): string | undefined {
-  if (existsSync(CHROMIUM)) return undefined
-  if (process.env.CI === 'true') throw new Error(`${CHROMIUM} not found and CI=true: the browser tests must run (apt-get install chromium, or set CHROMIUM_PATH)`)
-  const reason = `${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH); skipping the browser tests`
-  console.log(reason)
-  return reason
-}
-
-const skip = skipReason()
-let browser: Browser | undefined
-
-before(async () => {
-  if (skip === undefined) browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
-})
-after(async () => { await browser?.close() })
+const skip = chromiumSkipReason('the browser tests')
+const browser = sharedBrowser(skip)
 
 const CONFIG = { devToken: true, namespaces: { namespaces: { chat: { presence: true, joinLeave: true } } }, presence: { ttlSeconds: 30, batchMs: 50 } }
 
@@ -39,7 +25,7 @@ async function herald (t: TestContext): Promise<TestApp> {
 }
 
 async function open (t: TestContext, url: string, setup?: (context: BrowserContext, page: Page) => Promise<void>): Promise<Page> {
-  const context = await browser!.newContext({ viewport: { width: 1120, height: 720 } })
+  const context = await browser().newContext({ viewport: { width: 1120, height: 720 } })
   t.after(async () => { await context.close() })
   const page = await context.newPage()
   const problems: string[] = []
