@@ -65,6 +65,20 @@ export const EnvSchema = Type.Object({
   REVOKE_TTL: Type.Integer({ minimum: 60, maximum: 366 * 86400, default: 86400, description: 'Seconds a server API revocation lasts when it names no `until`: set it to the longest lifetime of the tokens your backend mints (Herald\'s own longest, the development token, lives 24 h).' }),
   REVOKE_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000, description: 'Most revocations kept at once (each node holds them all in memory, about 200 bytes each); past it a revoke is refused with 429 `HERALD_ERR_TOO_MANY_REVOCATIONS`.' }),
   ADMIN_ENABLED: Type.Boolean({ default: false, description: 'Serve the admin console at `/admin` (docs/operations.md): a browser page that signs in with a key of API_KEYS and acts only through the server API. Off: `/admin` answers 404 `HERALD_ERR_ADMIN_DISABLED`.' }),
+  PROXY_CONNECT_URL: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'Connect hook (docs/proxy.md): a WebSocket, SSE stream or long-poll that arrives without a token is admitted by a POST of `{transport, headers, ip}` here, whose 200 answer names its `sub`, permissions and `channels`; 401/403 refuse it; a timeout or 5xx refuses it with 503 (retry). Unset: a token is required.' })),
+  PROXY_SUBSCRIBE_URL: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'Subscribe hook: in namespaces with `subscribeProxy`, each subscription a client asks for is allowed (200) or refused (403) by a POST of `{sub, channel, info, transport}` here.' })),
+  PROXY_PUBLISH_URL: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'Publish hook: in namespaces with `publishProxy`, each client publish (WebSocket) is POSTed here as `{sub, channel, data, event}`; 200 `{}` publishes it, 200 `{data}` publishes that instead, 4xx refuses it.' })),
+  PROXY_REFRESH_URL: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'Refresh hook: before a connection admitted by the connect hook reaches its `exp`, Herald POSTs `{sub, transport, info}` here; 200 `{exp}` extends it, 4xx closes it (4501). Unset: such connections end at their `exp`.' })),
+  PROXY_HEADERS: Type.String({ pattern: '^[A-Za-z0-9-]+(,[A-Za-z0-9-]+)*$', maxLength: 1024, default: 'cookie,authorization,origin,user-agent', description: 'Request headers passed on to the connect hook (comma list, case-insensitive); no other header leaves Herald.' }),
+  PROXY_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 60_000, default: 3000, description: 'Milliseconds a hook may take to answer; past it the request is refused with 503 `HERALD_ERR_PROXY_UNAVAILABLE` (retry).' }),
+  PROXY_MAX_INFLIGHT: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000, description: 'Most hook requests under way at once from this node; more are refused with 503 `HERALD_ERR_PROXY_UNAVAILABLE` rather than queued (a flood of clients must not become a flood on the backend).' }),
+  WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'Receives `channel.occupied`, `channel.vacated`, `user.online` and `user.offline` (docs/webhooks.md): one POST per transition cluster-wide, at least once, signed with WEBHOOK_SECRET. Unset: no webhooks.' })),
+  WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 16, maxLength: 1024, description: 'Key of the `X-Herald-Signature: sha256=<hex HMAC-SHA256 of the body>` header on every webhook (required with WEBHOOK_URL).' })),
+  WEBHOOK_DEBOUNCE_MS: Type.Integer({ minimum: 0, maximum: 600_000, default: 5000, description: 'A channel that empties, or a user whose last connection ends, is reported vacated/offline only if it stays so this long (a reload or reconnect within it sends nothing).' }),
+  WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 60_000, default: 5000, description: 'Milliseconds a webhook receiver may take to answer before the delivery counts as failed (and is retried).' }),
+  WEBHOOK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 100, default: 12, description: 'Deliveries tried per webhook (backoff from 1 s doubling to 5 min) before it is dropped and counted in `herald_webhooks_total{result="dropped"}`.' }),
+  WEBHOOK_QUEUE_MAX: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000, description: 'Most webhooks waiting for delivery (in Redis with a Redis bus, in memory otherwise); past it the oldest are dropped and counted.' }),
+  WS_WRITE_DELAY_MS: Type.Integer({ minimum: 0, maximum: 1000, default: 0, description: 'Hold a WebSocket\'s events up to this many ms to write them together (fewer writes for busy connections, at that much latency). 0: written at the end of the event loop turn they arrive in.' }),
   DRAIN_TIMEOUT: Type.Integer({ minimum: 0, maximum: 600, default: 10, description: 'Seconds a graceful shutdown waits for connections to finish.' })
 })
 
@@ -100,7 +114,7 @@ export interface HeraldConfig {
   requestTimeoutSeconds: number
   positionCheckSeconds: number
   limits: { maxConnections: number, maxConnectionsPerSub: number, wsRate: number, wsBurst: number, connectRate: number, connectBurst: number, restMax: number, restWindowSeconds: number, restSyncMs: number }
-  ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean }
+  ws: { compression: boolean, compressionThreshold: number, acceptBinary: boolean, writeDelayMs: number }
   /** Namespace options: a parsed file (plugin users may pass the object), or the path of one. */
   namespaces?: NamespacesFile
   namespacesFile?: string
@@ -109,6 +123,10 @@ export interface HeraldConfig {
   api: { keys: string[], revokeTtlSeconds: number, revokeMax: number }
   /** The admin console at `/admin` (ADMIN_ENABLED): off unless turned on. */
   admin: { enabled: boolean }
+  /** Proxy hooks to the application (docs/proxy.md); a hook whose URL is unset is not called. */
+  proxy: { connectUrl?: string, subscribeUrl?: string, publishUrl?: string, refreshUrl?: string, headers: string[], timeoutMs: number, maxInflight: number }
+  /** Channel and user state webhooks (docs/webhooks.md); off without a URL. */
+  webhooks: { url?: string, secret?: string, debounceMs: number, timeoutMs: number, maxAttempts: number, queueMax: number }
 }
 
 /** Reads, converts and validates the environment; throws a ConfigError listing every bad value. */
@@ -133,6 +151,7 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
   }
   if (converted.TRUST_PROXY !== undefined) problems.push(...trustProxyProblems(converted.TRUST_PROXY))
   if (converted.API_KEYS !== undefined) problems.push(...apiKeysProblems(apiKeysOf(converted.API_KEYS)).map((p) => 'API_KEYS: ' + p))
+  if (converted.WEBHOOK_URL !== undefined && converted.WEBHOOK_SECRET === undefined) problems.push('WEBHOOK_URL needs WEBHOOK_SECRET (receivers must be able to tell Herald\'s webhooks from forgeries)')
   if (converted.REDIS_URL !== undefined && converted.REDIS_CLUSTER !== undefined) problems.push('REDIS_URL and REDIS_CLUSTER are both set: use one of them')
   if (problems.length === 0) problems.push(...resolveJwtSettings(jwtOf(converted)).problems)
   if (problems.length > 0) throw new ConfigError(problems)
@@ -145,6 +164,11 @@ export function loadEnv (env: Record<string, string | undefined> = process.env):
 /** The keys of an API_KEYS value (comma list, blanks around them ignored). */
 export function apiKeysOf (value: string): string[] {
   return value.split(',').map((k) => k.trim()).filter(Boolean)
+}
+
+/** The header names of a PROXY_HEADERS value, lower-cased. */
+export function headersOf (value: string): string[] {
+  return [...new Set(value.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))]
 }
 
 /** Smallest length of a server API key: guessing one must be out of reach. */
@@ -244,12 +268,25 @@ const FIELDS = {
   'ws.compression': 'WS_COMPRESSION',
   'ws.compressionThreshold': 'WS_COMPRESSION_THRESHOLD',
   'ws.acceptBinary': 'WS_ACCEPT_BINARY',
+  'ws.writeDelayMs': 'WS_WRITE_DELAY_MS',
   positionCheckSeconds: 'POSITION_CHECK',
   'presence.ttlSeconds': 'PRESENCE_TTL',
   'presence.batchMs': 'PRESENCE_BATCH_MS',
   'api.revokeTtlSeconds': 'REVOKE_TTL',
   'api.revokeMax': 'REVOKE_MAX',
-  'admin.enabled': 'ADMIN_ENABLED'
+  'admin.enabled': 'ADMIN_ENABLED',
+  'proxy.connectUrl': 'PROXY_CONNECT_URL',
+  'proxy.subscribeUrl': 'PROXY_SUBSCRIBE_URL',
+  'proxy.publishUrl': 'PROXY_PUBLISH_URL',
+  'proxy.refreshUrl': 'PROXY_REFRESH_URL',
+  'proxy.timeoutMs': 'PROXY_TIMEOUT_MS',
+  'proxy.maxInflight': 'PROXY_MAX_INFLIGHT',
+  'webhooks.url': 'WEBHOOK_URL',
+  'webhooks.secret': 'WEBHOOK_SECRET',
+  'webhooks.debounceMs': 'WEBHOOK_DEBOUNCE_MS',
+  'webhooks.timeoutMs': 'WEBHOOK_TIMEOUT_MS',
+  'webhooks.maxAttempts': 'WEBHOOK_MAX_ATTEMPTS',
+  'webhooks.queueMax': 'WEBHOOK_QUEUE_MAX'
 } as const satisfies Record<string, keyof Env>
 
 /** Settings of the plugin form that no environment variable maps to, and the shape each must have. */
@@ -262,7 +299,8 @@ const OTHER_FIELDS: Record<string, (v: unknown) => boolean> = {
   corsOrigins: (v) => v === '*' || (Array.isArray(v) && v.every((o) => typeof o === 'string')),
   namespaces: (v) => v === undefined || (typeof v === 'object' && v !== null),
   namespacesFile: (v) => v === undefined || typeof v === 'string',
-  'api.keys': (v) => Array.isArray(v) && (v.length === 0 || apiKeysProblems(v).length === 0)
+  'api.keys': (v) => Array.isArray(v) && (v.length === 0 || apiKeysProblems(v).length === 0),
+  'proxy.headers': (v) => Array.isArray(v) && v.length <= 64 && v.every((h) => typeof h === 'string' && /^[a-z0-9-]{1,64}$/.test(h))
 }
 
 export function configFromEnv (env: Env): HeraldConfig {
@@ -274,7 +312,8 @@ export function configFromEnv (env: Env): HeraldConfig {
     jwt: checkedJwt(jwtOf(env)),
     corsOrigins: env.CORS_ORIGINS.trim() === '*' ? '*' : env.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
     namespacesFile: env.NAMESPACES_FILE,
-    api: { keys: env.API_KEYS === undefined ? [] : apiKeysOf(env.API_KEYS) }
+    api: { keys: env.API_KEYS === undefined ? [] : apiKeysOf(env.API_KEYS) },
+    proxy: { headers: headersOf(env.PROXY_HEADERS) }
   } as unknown as HeraldConfig
   for (const [path, key] of Object.entries(FIELDS)) setPath(config, path, env[key])
   return config
@@ -305,6 +344,7 @@ export function defaultConfig (overrides: DeepPartial<HeraldConfig> = {}): Heral
   }
   for (const [key, value] of Object.entries(overrides)) if (value !== undefined) visit(value, key)
   if (config.redisUrl !== undefined && config.redisCluster !== undefined) problems.push('redisUrl and redisCluster are both set: use one of them')
+  if (config.webhooks.url !== undefined && config.webhooks.secret === undefined) problems.push('webhooks.url needs webhooks.secret')
   if (problems.length > 0) throw new ConfigError(problems)
   if (overrides.jwt !== undefined) {
     const jwt = overrides.jwt as Partial<JwtSettings>

@@ -37,6 +37,8 @@ export const ERROR_TABLE = {
   TOO_MANY_LIVE_STREAMS: { code: 'HERALD_ERR_TOO_MANY_LIVE_STREAMS', status: 429, message: 'Too many live streams (%s): close one, or poll GET /v1/api/nodes' },
   ORIGIN_NOT_ALLOWED: { code: 'HERALD_ERR_ORIGIN_NOT_ALLOWED', status: 403, message: 'Origin %s is not allowed' },
   RATE_LIMITED: { code: 'HERALD_ERR_RATE_LIMITED', status: 429, message: 'Too many requests, retry in %s' },
+  PROXY_REFUSED: { code: 'HERALD_ERR_PROXY_REFUSED', status: 403, message: 'Refused by the application: %s' },
+  PROXY_UNAVAILABLE: { code: 'HERALD_ERR_PROXY_UNAVAILABLE', status: 503, message: 'The application\'s %s hook did not answer: %s' },
   BUS_UNAVAILABLE: { code: 'HERALD_ERR_BUS_UNAVAILABLE', status: 503, message: 'Event bus unavailable: %s' },
   DRAINING: { code: 'HERALD_ERR_DRAINING', status: 503, message: 'Server is shutting down; reconnect to another node' },
   INTERNAL: { code: 'HERALD_ERR_INTERNAL', status: 500, message: 'Internal server error' }
@@ -52,5 +54,5 @@ export type ErrorCode = Table[ErrorName]['code']
  * bundle takes it without the table above.
  */
 export const TEMPORARY_CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  'HERALD_ERR_RATE_LIMITED', 'HERALD_ERR_BUS_UNAVAILABLE', 'HERALD_ERR_DRAINING', 'HERALD_ERR_INTERNAL'
+  'HERALD_ERR_RATE_LIMITED', 'HERALD_ERR_BUS_UNAVAILABLE', 'HERALD_ERR_PROXY_UNAVAILABLE', 'HERALD_ERR_DRAINING', 'HERALD_ERR_INTERNAL'
 ])
