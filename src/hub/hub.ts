@@ -25,6 +25,9 @@ export interface HubOptions {
 
 export type { HubObserver }
 
+/** Told when a channel gets its first local subscriber (`occupied`) and when it loses its last (webhooks). */
+export type OccupancyListener = (channel: string, occupied: boolean) => void
+
 /**
  * Channel -> local subscribers. Subscribes to the bus on the first local subscriber and unsubscribes after
  * the last; keeps, per channel, the last offset dispatched so that every subscriber sees each publication once,
@@ -38,6 +41,7 @@ export class Hub {
   /** Subscribes under way, per channel with a subscriber cap. */
   private readonly joining = new Map<string, number>()
   private readonly positions: PositionCheck
+  private occupancy?: OccupancyListener
 
   constructor (private readonly options: HubOptions) {
     // Presence frames (batched joins and leaves) go to the channel's local subscribers, serialised once.
@@ -61,6 +65,8 @@ export class Hub {
       this.resync(state, 'position')
     })
   }
+
+  setOccupancyListener (listener: OccupancyListener): void { this.occupancy = listener }
 
   /** Checks the channels idle for `idleMs` against the bus now (the timer does it every POSITION_CHECK seconds). */
   async checkPositions (idleMs?: number): Promise<void> { await this.positions.run(idleMs) }
@@ -123,6 +129,7 @@ export class Hub {
     const sub: Subscription = { offset: state.offset, buffer: null, member }
     if (since === undefined) {
       state.subs.set(sink, sub)
+      if (state.subs.size === 1) this.occupancy?.(channel, true)
       this.releaseIfIdle(state)
       const result: SubscribeResult = { channel, offset: state.offset, epoch: state.epoch, replayed: 0 }
       sink.subscribed(result)
@@ -130,6 +137,7 @@ export class Hub {
     }
     sub.buffer = []
     state.subs.set(sink, sub)
+    if (state.subs.size === 1) this.occupancy?.(channel, true)
     this.releaseIfIdle(state)
     const current = (): boolean => this.channels.get(channel) === state && state.subs.get(sink) === sub
     try {
@@ -157,6 +165,7 @@ export class Hub {
     const sub = state?.subs.get(sink)
     if (state === undefined || sub === undefined) return false
     state.subs.delete(sink)
+    if (state.subs.size === 0) this.occupancy?.(channel, false)
     if (sub.member !== undefined) this.options.presence?.leave(channel, sub.member)
     this.releaseIfIdle(state)
     return true
@@ -265,6 +274,7 @@ export class Hub {
         state.pending = state.pending.filter((p) => p.epoch === top.epoch && p.offset > top.offset)
         const subs = [...state.subs]
         state.subs.clear()
+        if (subs.length > 0) this.occupancy?.(channel, false)
         state.phase = 'live'
         for (const [sink, sub] of subs) {
           if (sub.member !== undefined) this.options.presence?.leave(channel, sub.member)

@@ -25,6 +25,7 @@ export class SessionRegistry {
   private readonly bySub = new Map<string, Set<Connection>>()
   private readonly sessionsBySub = new Map<string, Set<Session>>()
   private nextId = 0
+  private subjects?: (sub: string, present: boolean) => void
 
   constructor (readonly nodeId: string) {}
 
@@ -43,10 +44,17 @@ export class SessionRegistry {
     deleteFrom(this.bySub, conn.sub, conn)
   }
 
-  /** A session opened (whether or not it is a connection of its own). */
-  track (session: Session): void { addTo(this.sessionsBySub, session.sub, session) }
+  /** Told when a subject's first session on this node opens and when its last one ends (webhooks). */
+  setSubjectListener (listener: (sub: string, present: boolean) => void): void { this.subjects = listener }
 
-  untrack (session: Session): void { deleteFrom(this.sessionsBySub, session.sub, session) }
+  /** A session opened (whether or not it is a connection of its own). */
+  track (session: Session): void {
+    if (addTo(this.sessionsBySub, session.sub, session)) this.subjects?.(session.sub, true)
+  }
+
+  untrack (session: Session): void {
+    if (deleteFrom(this.sessionsBySub, session.sub, session)) this.subjects?.(session.sub, false)
+  }
 
   /** The open sessions of one token subject (a copy: acting on them may end them). */
   sessionsOf (sub: string): Session[] { return [...this.sessionsBySub.get(sub) ?? []] }
@@ -82,14 +90,18 @@ export class SessionRegistry {
   }
 }
 
-function addTo<T> (index: Map<string, Set<T>>, key: string, value: T): void {
+/** Adds; true when `value` is the key's first. */
+function addTo<T> (index: Map<string, Set<T>>, key: string, value: T): boolean {
   let set = index.get(key)
   if (set === undefined) index.set(key, set = new Set())
   set.add(value)
+  return set.size === 1
 }
 
-function deleteFrom<T> (index: Map<string, Set<T>>, key: string, value: T): void {
+/** Deletes; true when `value` was the key's last. */
+function deleteFrom<T> (index: Map<string, Set<T>>, key: string, value: T): boolean {
   const set = index.get(key)
-  if (set === undefined || !set.delete(value)) return
+  if (set === undefined || !set.delete(value)) return false
   if (set.size === 0) index.delete(key)
+  return set.size === 0
 }
