@@ -24,6 +24,7 @@ import hubPlugin from './plugins/hub.js'
 import authPlugin from './plugins/auth.js'
 import revocationsPlugin from './plugins/revocations.js'
 import controlPlugin from './plugins/control.js'
+import webhooksPlugin from './plugins/webhooks.js'
 import sessionsPlugin from './plugins/sessions.js'
 import externalPlugins from './plugins/external.js'
 
@@ -113,6 +114,7 @@ async function heraldPlugin (host: FastifyInstance, opts: HeraldOptions): Promis
     await child.register(authPlugin)
     await child.register(sessionsPlugin)
     await child.register(controlPlugin)
+    await child.register(webhooksPlugin)
     await child.register(externalPlugins)
     handleErrors(child)
     await child.register(fastifyAutoload, {

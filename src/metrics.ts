@@ -16,6 +16,8 @@ export interface MetricSources {
   busUp: () => boolean
   /** /readyz would answer 200: the bus is up and the node is not draining. */
   ready: () => boolean
+  /** Webhooks waiting for delivery (cluster-wide with Redis), as this node last read it. */
+  webhooksQueued: () => number
 }
 
 /** Upper bounds (seconds) of herald_delivery_latency_seconds' buckets; +Inf follows. */
@@ -36,7 +38,8 @@ export class Metrics {
     subscriptions: () => 0,
     outboxBytes: () => Object.fromEntries(TRANSPORTS.map((t) => [t, 0])) as Record<TransportName, number>,
     busUp: () => true,
-    ready: () => true
+    ready: () => true,
+    webhooksQueued: () => 0
   }
   readonly published: Counter<'transport'>
   readonly errors: Counter<'code'>
@@ -45,6 +48,7 @@ export class Metrics {
   readonly heartbeatTimeouts: Counter
   readonly catchUps: Counter<'reason'>
   readonly latency: Histogram
+  readonly webhooks: Counter<'type' | 'result'>
   /** The last notable events (closes, evictions, refusals, bus reconnects), recorded where these counters are counted. */
   readonly events = new EventLog()
 
@@ -85,6 +89,9 @@ export class Metrics {
     this.evictions = new Counter({ name: 'herald_evictions_total', help: 'Slow consumers: connections evicted (reason=disconnect) or channels dropped (reason=dropped)', labelNames: ['transport', 'reason'], registers })
     this.heartbeatTimeouts = new Counter({ name: 'herald_heartbeat_timeouts_total', help: 'WebSockets terminated for missing a pong', registers })
     this.catchUps = new Counter({ name: 'herald_bus_catchups_total', help: 'Channels caught up from history: a publication did not follow (gap), the bus reconnected (reconnect), or the position check found the channel behind (position: a lost subscription)', labelNames: ['reason'], registers })
+    this.webhooks = new Counter({ name: 'herald_webhooks_total', help: 'Channel and user state webhooks by type and result: sent (2xx), failed (an attempt did not succeed), retried (another attempt scheduled), dropped (given up after WEBHOOK_MAX_ATTEMPTS, or pushed out of a full queue)', labelNames: ['type', 'result'], registers })
+    // The same cluster-wide figure on every worker: the maximum, not the sum.
+    new Gauge({ name: 'herald_webhooks_queued', help: 'Webhooks waiting for delivery (cluster-wide with Redis, as this node last read it)', registers, aggregator: 'max', collect () { this.set(self.sources.webhooksQueued()) } })
     this.latency = new Histogram({
       name: 'herald_delivery_latency_seconds', help: 'Publish-to-dispatch latency on this node (publish time stamped by the accepting node)', registers,
       buckets: LATENCY_BUCKETS
