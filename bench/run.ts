@@ -9,6 +9,7 @@
  *   npm run bench -- --profile herald-redis --only 1     node --cpu-prof on that server; see bench/profile-top.ts
  *   npm run bench -- --report bench/results/full.json     regenerate the docs from saved results
  *   npm run bench -- --only 1 --rate 200 --no-docs         scenario 1 at another publish rate (events/s)
+ *   npm run bench -- --only 5 --mix 0,100,0 --no-docs      scenario 5 with another transport mix (ws,sse,poll %)
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -41,6 +42,8 @@ interface Args {
   fresh: boolean
   /** Publish rate override (events/s) for the fixed-load scenarios (1 and 5): a point on the latency/load curve. */
   rate?: number
+  /** Transport mix override (percent ws,sse,poll) for scenario 5: e.g. all SSE against all WebSocket in one run. */
+  mix?: { ws: number, sse: number, poll: number }
 }
 
 function parseArgs (argv: string[]): Args {
@@ -68,6 +71,12 @@ function parseArgs (argv: string[]): Args {
       case '--fresh': fresh = true; break
       case '--shared': fresh = false; break
       case '--rate': { const n = Number(val()); if (!Number.isInteger(n) || n <= 0) throw new Error('--rate needs a positive integer'); a.rate = n; break }
+      case '--mix': {
+        const [ws, sse, poll] = val().split(',').map(Number)
+        if (![ws, sse, poll].every((n) => Number.isInteger(n) && n >= 0) || ws + sse + poll !== 100) throw new Error('--mix needs ws,sse,poll percentages adding up to 100')
+        a.mix = { ws, sse, poll }
+        break
+      }
       case '-h': case '--help':
         process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0].replace(/^\/\*\*?/, '').replace(/^ \* ?/gm, '') + '\n')
         process.exit(0)
@@ -422,6 +431,7 @@ async function main (): Promise<number> {
     const { sc, peer } = plan[i]
     const size = sc.size(args.quick, m.connectionCap)
     if (args.rate !== undefined && size.rate > 0) size.rate = args.rate
+    if (args.mix !== undefined && sc.id === 'mixed') size.mix = args.mix
     const tag = `[S${sc.number} ${peer.id}]`
     process.stderr.write(`\n${tag} ${sc.title}: ${size.connections} connections, ${size.rooms} rooms` + (size.rate > 0 ? `, ${size.rate} events/s` : '') + '\n')
     let r: RunResult

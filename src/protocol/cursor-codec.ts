@@ -12,6 +12,8 @@
 export interface Position { offset: number, epoch: string }
 
 const C2 = 'c2.'
+/** What every cursor written today starts with (`c2.`); the entries follow, joined by `.`. */
+export const CURSOR_PREFIX = C2
 const C1 = 'c1.'
 const EPOCH_RE = /^[A-Za-z0-9_-]{1,64}$/
 const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'

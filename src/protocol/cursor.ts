@@ -1,5 +1,5 @@
 import { Errors } from '../errors.js'
-import { channelKey, decodeCursorText, encodeCursorText, encodeEntries, type Position } from './cursor-codec.js'
+import { CURSOR_PREFIX, channelKey, decodeCursorText, encodeCursorText, type Position } from './cursor-codec.js'
 
 /** Where a reader stands in one channel's stream: the last offset it has seen, in which epoch. */
 export type StreamPosition = Position
@@ -23,42 +23,55 @@ export function decodeCursor (text: string, channels: readonly string[]): Cursor
   return decoded
 }
 
+/** One channel of a StreamCursor: its position, and its cursor entry in parts (key and epoch kept, offset redone). */
+interface Slot { pos: StreamPosition, head: string, tail: string, at: number }
+
 /**
  * The positions of one stream (an SSE stream, a long-poll session), moved as its frames go out, and encoded for
- * its SSE ids and long-poll answers. Each channel's entry is kept encoded, so a move re-encodes one entry and the
- * cursor is a join of the rest (an SSE event costs one short string per channel, not a JSON and base64 pass).
+ * its SSE ids and long-poll answers. Each channel's entry is kept encoded in an array, so an event re-encodes one
+ * offset (base 36) and the cursor is one native join of the entries, made at most once per move: an SSE event costs
+ * a short string, not a pass over every channel's key, offset and epoch.
  */
 export class StreamCursor {
-  private readonly positions: Cursor = new Map()
-  /** Per channel, its encoded entry, and its key (hashed once). */
-  private readonly entries = new Map<string, string>()
-  private readonly keys = new Map<string, string>()
+  private readonly slots = new Map<string, Slot>()
+  /** The entries, in the order the channels came (the encoded cursor joins them). */
+  private readonly entries: string[] = []
   private encoded: string | undefined
 
-  get (channel: string): StreamPosition | undefined { return this.positions.get(channel) }
+  get (channel: string): StreamPosition | undefined { return this.slots.get(channel)?.pos }
 
   set (channel: string, pos: StreamPosition): void {
-    this.positions.set(channel, { offset: pos.offset, epoch: pos.epoch })
-    this.entry(channel, pos.offset, pos.epoch)
+    const slot = this.slots.get(channel)
+    if (slot === undefined) this.add(channel, pos.offset, pos.epoch)
+    else this.move(slot, { offset: pos.offset, epoch: pos.epoch })
   }
 
   /** Past one event of `channel`. */
   advance (channel: string, offset: number, epoch: string): void {
-    const pos = this.positions.get(channel)
-    if (pos !== undefined && pos.epoch === epoch) pos.offset = offset
-    else this.positions.set(channel, { offset, epoch })
-    this.entry(channel, offset, epoch)
-  }
-
-  private entry (channel: string, offset: number, epoch: string): void {
-    let key = this.keys.get(channel)
-    if (key === undefined) this.keys.set(channel, key = channelKey(channel))
-    this.entries.set(channel, key + '~' + offset.toString(36) + '~' + epoch)
+    const slot = this.slots.get(channel)
+    if (slot === undefined) { this.add(channel, offset, epoch); return }
+    if (slot.pos.epoch !== epoch) { this.move(slot, { offset, epoch }); return }
+    slot.pos.offset = offset
+    this.entries[slot.at] = slot.head + offset.toString(36) + slot.tail
     this.encoded = undefined
   }
 
   encode (): string {
-    this.encoded ??= encodeEntries(this.entries.values())
+    if (this.encoded === undefined) this.encoded = this.entries.length === 1 ? CURSOR_PREFIX + this.entries[0] : CURSOR_PREFIX + this.entries.join('.')
     return this.encoded
+  }
+
+  private add (channel: string, offset: number, epoch: string): void {
+    const slot: Slot = { pos: { offset, epoch }, head: channelKey(channel) + '~', tail: '~' + epoch, at: this.entries.length }
+    this.slots.set(channel, slot)
+    this.entries.push(slot.head + offset.toString(36) + slot.tail)
+    this.encoded = undefined
+  }
+
+  private move (slot: Slot, pos: StreamPosition): void {
+    slot.pos = pos
+    slot.tail = '~' + pos.epoch
+    this.entries[slot.at] = slot.head + pos.offset.toString(36) + slot.tail
+    this.encoded = undefined
   }
 }

@@ -3,6 +3,7 @@ import type { Publication } from '../bus/broker.js'
 import type { Session } from '../session/session.js'
 import type { DeliveryCounts, Transport } from './transport.js'
 import { frame } from '../protocol/frames.js'
+import { flushAtTurnEnd, sseData } from './wire.js'
 
 /** A client that does not take the last message and the end of the stream within this long is cut off. */
 const END_GRACE_MS = 2000
@@ -22,6 +23,13 @@ export class SseTransport implements Transport {
   /** Messages written before the stream opened (while its subscriptions are set up), and their bytes. */
   private early: string[] | undefined = ['retry: 1000\n']
   private earlyBytes = 0
+
+  /**
+   * Event messages of this turn, not yet written: per event its `id:` line (the stream's own) and the shared
+   * `data:` bytes of the publication (wire.ts), gathered into one HTTP chunk and one write at the turn's end.
+   */
+  private pending: Array<string | Buffer> = []
+  private pendingBytes = 0
 
   constructor (private readonly res: ServerResponse, private readonly delivered: DeliveryCounts) {}
 
@@ -69,19 +77,56 @@ export class SseTransport implements Transport {
     this.res.end(body)
   }
 
-  buffered (): number { return this.res.writableLength + this.earlyBytes }
+  buffered (): number { return this.res.writableLength + this.earlyBytes + this.pendingBytes }
 
   send (text: string): void { this.write('data: ' + text + '\n\n') }
 
   subscribed (text: string): void { this.write('id: ' + this.session!.cursor.encode() + '\ndata: ' + text + '\n\n') }
 
+  /**
+   * Serialise once, encode once: the event's `id:` line is this stream's cursor (ASCII), its `data:` part the
+   * publication's bytes shared by every stream, and the events of one turn go out as one chunk in one write
+   * (`flush`). A stream that is not open yet, or not a plain chunked HTTP/1.1 response, takes the general path.
+   */
   event (pub: Publication): void {
     this.delivered.sse++
-    this.write('id: ' + this.session!.cursor.encode() + '\ndata: ' + pub.frame + '\n\n')
+    const id = 'id: ' + this.session!.cursor.encode() + '\n'
+    if (this.ended || this.early !== undefined || this.res.chunkedEncoding !== true) { this.write(id + 'data: ' + pub.frame + '\n\n'); return }
+    const data = sseData(pub)
+    if (this.pending.length === 0) flushAtTurnEnd(this)
+    this.pending.push(id, data)
+    this.pendingBytes += id.length + data.length
+  }
+
+  /**
+   * Writes this turn's event messages as one HTTP/1.1 chunk (size line, messages, CRLF) straight to the socket —
+   * the bytes `res.write` would send, without its per-call chunk framing, cork and string encoding — when nothing
+   * of the response is buffered above the socket (so nothing can overtake it); through `res.write` otherwise.
+   * Always before any other message, so the order is kept.
+   */
+  flush (): void {
+    const pending = this.pending
+    if (pending.length === 0) return
+    const bytes = this.pendingBytes
+    this.pending = []
+    this.pendingBytes = 0
+    if (this.ended) return
+    const socket = this.res.socket
+    const head = bytes.toString(16) + '\r\n'
+    const direct = socket !== null && socket.writable && this.res.headersSent && this.res.writableLength === socket.writableLength
+    const out = Buffer.allocUnsafe((direct ? head.length + 2 : 0) + bytes)
+    let at = direct ? out.write(head, 0, 'latin1') : 0
+    for (let i = 0; i < pending.length; i++) {
+      const part = pending[i]
+      // `id:` lines are ASCII (protocol/cursor-codec.ts): one byte per character.
+      at += typeof part === 'string' ? out.write(part, at, 'latin1') : part.copy(out, at)
+    }
+    if (direct) { out[at] = 13; out[at + 1] = 10; socket.write(out) } else this.res.write(out)
   }
 
   /** The `disconnect` message (with the code and whether to reconnect), then the end of the stream. */
   close (code: number, reason: string): void {
+    this.flush()
     this.open()
     this.send(frame.disconnect(code, reason))
     this.stop()
@@ -91,6 +136,7 @@ export class SseTransport implements Transport {
 
   private write (text: string): void {
     if (this.ended) return
+    this.flush()
     if (this.early !== undefined) { this.early.push(text); this.earlyBytes += text.length; return }
     this.res.write(text)
   }

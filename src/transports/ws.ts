@@ -5,29 +5,13 @@ import type { Session } from '../session/session.js'
 import type { Commands } from '../session/commands.js'
 import type { DeliveryCounts, Transport } from './transport.js'
 import { CloseCodes } from '../protocol/codes.js'
-import { frameBytes, wireFrame } from './wire.js'
+import { flushAtTurnEnd, frameBytes, wireFrame } from './wire.js'
 
 /** The parts of ws's WebSocket that the pre-framed write path relies on (ws 8). */
 interface WsInternals { _socket: import('node:net').Socket | null, _sender: { _state: number } }
 const SEND_TEXT = { binary: false }
 /** A peer that does not answer our close frame within this long is cut off. */
 const CLOSE_GRACE_MS = 2000
-
-/**
- * Transports with event frames waiting to be written at the end of this turn of the event loop. Everything the bus
- * hands over in one read (ioredis parses a whole chunk of messages in one go) is dispatched in one turn, so a
- * socket that gets several events in it gets them in one write: one syscall instead of one per event. With one
- * event per turn (an idle server) this costs an array push; under load it is what keeps the syscall count, and
- * so the CPU per delivery, from growing with the backlog.
- */
-const batch: WsTransport[] = []
-let batchScheduled = false
-
-function writeBatch (): void {
-  batchScheduled = false
-  for (let i = 0; i < batch.length; i++) batch[i].flush()
-  batch.length = 0
-}
 
 /** A WebSocket connection: JSON text frames in (to its session's commands) and out. */
 export class WsTransport implements Transport {
@@ -40,7 +24,7 @@ export class WsTransport implements Transport {
   private session?: Session
   /** No WebSocket extension (permessage-deflate) on this socket: pre-built frames can be written as they are. */
   private readonly plain: boolean
-  /** Pre-built event frames of this turn, not yet written (see `batch`). */
+  /** Pre-built event frames of this turn, not yet written (see flushAtTurnEnd). */
   private pending: Buffer | Buffer[] | undefined = undefined
   private pendingBytes = 0
 
@@ -80,7 +64,7 @@ export class WsTransport implements Transport {
    * Serialise once, frame once: with no extension negotiated (no compression) and ws's sender idle, the
    * publication's shared, pre-built WebSocket frame goes straight to the TCP socket — exactly the bytes
    * `socket.send` would write, without a header, an options object and two writes per subscriber — at the end
-   * of this turn, together with any other event frames this socket gets in it (`batch`).
+   * of this turn, together with any other event frames this socket gets in it (wire.ts's flushAtTurnEnd).
    */
   event (pub: Publication): void {
     this.delivered.websocket++
@@ -91,8 +75,7 @@ export class WsTransport implements Transport {
       const pending = this.pending
       if (pending === undefined) {
         this.pending = wire
-        batch.push(this)
-        if (!batchScheduled) { batchScheduled = true; process.nextTick(writeBatch) }
+        flushAtTurnEnd(this)
       } else if (Array.isArray(pending)) {
         pending.push(wire)
       } else {

@@ -1,0 +1,71 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Socket } from 'node:net'
+import type { Publication } from '../src/bus/broker.js'
+import { StreamCursor, decodeCursor, encodeCursor, type Cursor } from '../src/protocol/cursor.js'
+import { SseClient, startHerald, token } from './helper.js'
+
+/**
+ * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
+ * what a full encoding says; an SSE stream's events of one turn go out in one write, each with its own id.
+ */
+
+test('stream cursor: encoded move by move, it equals the full encoding and decodes to the same positions', () => {
+  const cursor = new StreamCursor()
+  const expected: Cursor = new Map()
+  const channels = ['a:1', 'b:2', 'c:3']
+  const step = (channel: string, offset: number, epoch: string, how: 'set' | 'advance'): void => {
+    if (how === 'set') cursor.set(channel, { offset, epoch })
+    else cursor.advance(channel, offset, epoch)
+    expected.set(channel, { offset, epoch })
+    assert.equal(cursor.encode(), encodeCursor(expected))
+    assert.deepEqual(decodeCursor(cursor.encode(), channels), expected)
+    assert.deepEqual(cursor.get(channel), { offset, epoch })
+  }
+  step('a:1', 0, 'e1aaaaaa', 'set')
+  step('a:1', 1, 'e1aaaaaa', 'advance')
+  step('b:2', 41, 'e2bbbbbb', 'set')
+  step('a:1', 2, 'e1aaaaaa', 'advance')
+  step('c:3', 7, 'e3cccccc', 'advance') // a channel first seen by an event
+  step('b:2', 1, 'e9zzzzzz', 'advance') // another epoch
+  step('a:1', 123456789, 'e1aaaaaa', 'advance')
+  step('b:2', 5, 'e2bbbbbb', 'set')
+  // Encoded once per move: asking again gives the same string.
+  assert.equal(cursor.encode(), cursor.encode())
+})
+
+test('SSE: the events a stream gets in one turn go out in one write, each with the id of its own position', async (t) => {
+  const { app, url } = await startHerald(t)
+  const client = await SseClient.open(url, ['sse:1', 'sse:2'], { token: token() })
+  t.after(() => { client.close() })
+  await client.waitFor((m) => m.data.type === 'subscribed' && m.data.channel === 'sse:2')
+  let writes = 0
+  const original = Socket.prototype.write
+  Socket.prototype.write = function (this: Socket, ...args: unknown[]) {
+    // The server's end of the stream: its chunks carry `data: `.
+    const chunk = args[0]
+    if ((Buffer.isBuffer(chunk) || typeof chunk === 'string') && chunk.toString().includes('"type":"event"')) writes++
+    return (original as (...a: unknown[]) => boolean).apply(this, args)
+  } as typeof original
+  t.after(() => { Socket.prototype.write = original })
+  const broker = app.herald.broker
+  // One turn: six publications on two channels.
+  await Promise.all([1, 2, 3, 4, 5, 6].map(async (i) => await broker.publish({ channel: i % 2 === 0 ? 'sse:2' : 'sse:1', data: { i } })))
+  await client.waitFor(() => client.events().length >= 6)
+  assert.equal(writes, 1, 'six events, one write')
+  const events = client.messages.filter((m) => m.data.type === 'event')
+  assert.deepEqual(events.map((m) => (m.data.data as { i: number }).i), [1, 2, 3, 4, 5, 6])
+  // Each id holds both channels' positions as they were right after that event.
+  const at = { 'sse:1': 0, 'sse:2': 0 }
+  for (const m of events) {
+    at[m.data.channel as 'sse:1' | 'sse:2'] = m.data.offset as number
+    const decoded = decodeCursor(m.id!, ['sse:1', 'sse:2'])
+    assert.deepEqual([decoded.get('sse:1')?.offset, decoded.get('sse:2')?.offset], [at['sse:1'], at['sse:2']])
+  }
+  // Resuming from the id of the fourth event gets exactly the last two.
+  const resumed = await SseClient.open(url, ['sse:1', 'sse:2'], { token: token(), lastEventId: events[3].id })
+  t.after(() => { resumed.close() })
+  await resumed.waitFor(() => resumed.events().length >= 2)
+  await resumed.waitFor((m) => m.data.type === 'subscribed' && m.data.channel === 'sse:2')
+  assert.deepEqual(resumed.events().map((f) => (f.data as { i: number }).i).sort(), [5, 6])
+})
