@@ -2,12 +2,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Socket } from 'node:net'
 import type { Publication } from '../src/bus/broker.js'
+import { MemoryBroker } from '../src/bus/broker-memory.js'
 import { StreamCursor, decodeCursor, encodeCursor, type Cursor } from '../src/protocol/cursor.js'
 import { SseClient, startHerald, token } from './helper.js'
 
 /**
  * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
- * what a full encoding says; an SSE stream's events of one turn go out in one write, each with its own id.
+ * what a full encoding says; an SSE stream's events of one turn go out in one write, each with its own id; the
+ * in-process bus delivers off the publisher's stack, in order.
  */
 
 test('stream cursor: encoded move by move, it equals the full encoding and decodes to the same positions', () => {
@@ -34,6 +36,36 @@ test('stream cursor: encoded move by move, it equals the full encoding and decod
   assert.equal(cursor.encode(), cursor.encode())
 })
 
+test('in-process bus: publish resolves before delivery; the publications of one turn are delivered together after it, in order', async () => {
+  const broker = new MemoryBroker({ history: { size: 100, ttlSeconds: 60, metaTtlSeconds: 60 }, idempotencyTtlSeconds: 60 })
+  const seen: Publication[] = []
+  let resolvedBeforeDelivery = false
+  let delivered: () => void = () => {}
+  const all = new Promise<void>((resolve) => { delivered = resolve })
+  broker.setHandler({ onPublication: (pub) => { seen.push(pub); if (seen.length === 4) delivered() }, onReconnect: () => {} })
+  await broker.connect()
+  await broker.subscribe('q:1')
+  await broker.subscribe('q:2')
+  const results = ['q:1', 'q:2', 'q:1', 'q:2'].map(async (channel, i) => await broker.publish({ channel, data: { i } }))
+  const first = await results[0]
+  resolvedBeforeDelivery = seen.length === 0
+  // Stored (history, offsets) when publish resolves, even though nobody has been told yet.
+  const history = await broker.history('q:1', { since: 0, limit: 10 })
+  assert.equal(history.publications.length, 2)
+  assert.equal(first.offset, 1)
+  await all
+  assert.ok(resolvedBeforeDelivery, 'the publisher is answered before the fan-out runs')
+  assert.deepEqual(seen.map((p) => [p.channel, p.offset]), [['q:1', 1], ['q:2', 1], ['q:1', 2], ['q:2', 2]])
+  // An idempotent retry is still a duplicate, and is not delivered again.
+  const again = await broker.publish({ channel: 'q:1', data: { i: 9 }, idempotencyKey: 'k' })
+  const retry = await broker.publish({ channel: 'q:1', data: { i: 9 }, idempotencyKey: 'k' })
+  assert.equal(retry.duplicate, true)
+  assert.equal(retry.offset, again.offset)
+  await new Promise((resolve) => setImmediate(resolve))
+  assert.deepEqual(seen.filter((p) => p.channel === 'q:1').map((p) => p.offset), [1, 2, 3])
+  await broker.close()
+})
+
 test('SSE: the events a stream gets in one turn go out in one write, each with the id of its own position', async (t) => {
   const { app, url } = await startHerald(t)
   const client = await SseClient.open(url, ['sse:1', 'sse:2'], { token: token() })
@@ -49,7 +81,7 @@ test('SSE: the events a stream gets in one turn go out in one write, each with t
   } as typeof original
   t.after(() => { Socket.prototype.write = original })
   const broker = app.herald.broker
-  // One turn: six publications on two channels.
+  // One turn: six publications on two channels, dispatched together after it.
   await Promise.all([1, 2, 3, 4, 5, 6].map(async (i) => await broker.publish({ channel: i % 2 === 0 ? 'sse:2' : 'sse:1', data: { i } })))
   await client.waitFor(() => client.events().length >= 6)
   assert.equal(writes, 1, 'six events, one write')

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Socket } from 'node:net'
+import type { BrokerHandler } from '../src/bus/broker.js'
 import { startHerald, WsClient } from './helper.js'
 
 /**
@@ -28,7 +29,7 @@ async function setup (t: Parameters<typeof startHerald>[0]): Promise<{ app: Awai
 test('WebSocket: the events one socket gets in one turn go out in one write, in order, across channels', async (t) => {
   const { app, client, writes } = await setup(t)
   const broker = app.herald.broker
-  // The in-process bus dispatches inside publish(): six publications in one turn, on two channels.
+  // The in-process bus dispatches the publications of one turn together, after it: six of them, on two channels.
   const sent = [1, 2, 3, 4, 5, 6].map(async (i) => await broker.publish({ channel: i % 2 === 0 ? 'batch:2' : 'batch:1', data: { i } }))
   await Promise.all(sent)
   await client.waitFor(() => client.frames.filter((f) => f.type === 'event').length >= 6)
@@ -45,9 +46,13 @@ test('WebSocket: the events one socket gets in one turn go out in one write, in 
 test('WebSocket: a frame sent after batched events (here the drain close) goes out after them', async (t) => {
   const { app, client } = await setup(t)
   const broker = app.herald.broker
+  // Drain in the very turn the two events reach the socket (right after the bus hands over the second one): it
+  // closes with 1012, which must not overtake them.
+  const handler = (broker as unknown as { handler: BrokerHandler }).handler
+  const onPublication = handler.onPublication
+  handler.onPublication = (pub) => { onPublication(pub); if (pub.channel === 'batch:2') app.herald.drain() }
   void broker.publish({ channel: 'batch:1', data: { i: 1 } })
   void broker.publish({ channel: 'batch:2', data: { i: 2 } })
-  app.herald.drain() // same turn: closes with 1012, which must not overtake the two events
   const closed = await client.waitClosed()
   assert.equal(closed.code, 1012)
   assert.deepEqual(client.frames.filter((f) => f.type === 'event').map((f) => (f.data as { i: number }).i), [1, 2])

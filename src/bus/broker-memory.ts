@@ -41,6 +41,9 @@ export class MemoryBroker implements Broker {
   private closed = false
   /** Bytes of every frame in history. */
   private bytes = 0
+  /** Publications stored and not yet handed to the hub (see `dispatchSoon`), oldest first. */
+  private queued: Publication[] = []
+  private dispatchScheduled = false
 
   constructor (private readonly options: MemoryBrokerOptions) {}
 
@@ -79,7 +82,7 @@ export class MemoryBroker implements Broker {
     if (req.idempotencyKey !== undefined) {
       stream.idempotency.set(req.idempotencyKey, { offset, hash, expires: now + this.options.idempotencyTtlSeconds * 1000 })
     }
-    if (this.subscribed.has(req.channel)) this.handler.onPublication(pub)
+    if (this.subscribed.has(req.channel)) this.dispatchSoon(pub)
     return { channel: req.channel, offset, epoch: stream.epoch, duplicate: false }
   }
 
@@ -130,6 +133,30 @@ export class MemoryBroker implements Broker {
   async close (): Promise<void> {
     this.closed = true
     clearInterval(this.sweeper)
+  }
+
+  /**
+   * Hands a stored publication to the hub after this turn of the event loop (setImmediate), with every other one
+   * published in it, in publish order: the fan-out runs off the publishing request's stack — its 201 goes out
+   * first, as over Redis — and the publications of one turn (the requests of one read) reach each socket in one
+   * write. Offsets, history and idempotency are settled in `publish`; only the delivery is deferred.
+   */
+  private dispatchSoon (pub: Publication): void {
+    this.queued.push(pub)
+    if (this.dispatchScheduled) return
+    this.dispatchScheduled = true
+    setImmediate(this.dispatchQueued)
+  }
+
+  private readonly dispatchQueued = (): void => {
+    this.dispatchScheduled = false
+    const queued = this.queued
+    this.queued = []
+    if (this.closed) return
+    for (let i = 0; i < queued.length; i++) {
+      // One publication's failure (a bug in a sink) must not cost the others their delivery, nor the process.
+      try { this.handler.onPublication(queued[i]) } catch (err) { process.emitWarning(err as Error) }
+    }
   }
 
   private stream (channel: string, now: number): ChannelStream {
