@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem, tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { resolveOptions, type LoadOptions } from './lib/options.js'
 import { LoadSession, runLoadtest, type SessionHooks, type StageResult } from './lib/session.js'
 import { fdLimits, sampleProc } from './lib/server-stats.js'
@@ -40,7 +40,7 @@ interface Args {
   /** Replace only the (scenario, server) results of this run in an existing results file. */
   merge?: string
   fresh: boolean
-  /** Publish rate override (events/s) for the fixed-load scenarios (1 and 5): a point on the latency/load curve. */
+  /** Publish rate override (events/s) for the fixed-load scenarios (1, 5 and 6): a point on the latency/load curve. */
   rate?: number
   /** Transport mix override (percent ws,sse,poll) for scenario 5: e.g. all SSE against all WebSocket in one run. */
   mix?: { ws: number, sse: number, poll: number }
@@ -58,7 +58,7 @@ function parseArgs (argv: string[]): Args {
       case '--quick': a.quick = true; break
       case '--only': a.only = list().map((s) => {
         const sc = SCENARIOS.find((x) => x.id === s || String(x.number) === s)
-        if (sc === undefined) throw new Error(`unknown scenario ${s} (1-5 or ${SCENARIOS.map((x) => x.id).join(', ')})`)
+        if (sc === undefined) throw new Error(`unknown scenario ${s} (1-6 or ${SCENARIOS.map((x) => x.id).join(', ')})`)
         return sc.id
       }); break
       case '--peers': a.peers = list().map((s) => { if (!PEERS.some((p) => p.id === s)) throw new Error(`unknown peer ${s} (${PEERS.map((p) => p.id).join(', ')})`); return s as PeerId }); break
@@ -145,7 +145,8 @@ async function startPeer (peer: PeerDef, scenario: string, logDir: string, profi
   // the main thread's is the one whose name has thread id 0 (CPU.<date>.<time>.<pid>.0.<seq>.cpuprofile).
   const profDir = join(RESULTS_DIR, 'profiles', `${peer.id}-${scenario}-${new Date().toISOString().replace(/[:.]/g, '-')}`)
   if (profile) mkdirSync(profDir, { recursive: true })
-  const node = [process.execPath, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), '--import', TSX_LOADER, join(ROOT, peer.script)]
+  const preload = peer.preload !== undefined ? ['--import', pathToFileURL(join(ROOT, peer.preload)).href] : []
+  const node = [process.execPath, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), '--import', TSX_LOADER, ...preload, join(ROOT, peer.script)]
   const server = spawnWithFds(`${peer.id}-${scenario}`, node, env, ROOT, logDir)
   active.server = server
   const url = `http://127.0.0.1:${port}`
@@ -175,7 +176,7 @@ async function runOne (sc: ScenarioDef, peer: PeerDef, size: ScenarioSize, quick
       protocol: peer.protocol,
       connections: size.connections,
       rooms: size.rooms,
-      subsPerConn: 1,
+      subsPerConn: size.subsPerConn ?? 1,
       mix: size.mix,
       rate: size.rate,
       publishVia: 'rest',
@@ -194,7 +195,7 @@ async function runOne (sc: ScenarioDef, peer: PeerDef, size: ScenarioSize, quick
       // Quick runs are small: the generator runs in this process, which saves forking workers each time.
       workers: quick ? 0 : -1
     }
-    if (sc.id === 'latency' || sc.id === 'mixed') {
+    if (sc.id === 'latency' || sc.id === 'mixed' || sc.id === 'hot') {
       const summary = await runLoadtest(resolveOptions(opts), hooks)
       result.summary = summary
       Object.assign(result, stageFigures(summary.stages[0]))

@@ -4,12 +4,14 @@ import { Socket } from 'node:net'
 import type { Publication } from '../src/bus/broker.js'
 import { MemoryBroker } from '../src/bus/broker-memory.js'
 import { StreamCursor, decodeCursor, encodeCursor, type Cursor } from '../src/protocol/cursor.js'
+import { WsTransport } from '../src/transports/ws.js'
 import { SseClient, startHerald, token } from './helper.js'
 
 /**
  * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
  * what a full encoding says; an SSE stream's events of one turn go out in one write, each with its own id; the
- * in-process bus delivers off the publisher's stack, in order.
+ * in-process bus delivers off the publisher's stack, in order; WS_WRITE_DELAY_MS holds a socket's events and
+ * writes them together.
  */
 
 test('stream cursor: encoded move by move, it equals the full encoding and decodes to the same positions', () => {
@@ -100,4 +102,40 @@ test('SSE: the events a stream gets in one turn go out in one write, each with t
   await resumed.waitFor(() => resumed.events().length >= 2)
   await resumed.waitFor((m) => m.data.type === 'subscribed' && m.data.channel === 'sse:2')
   assert.deepEqual(resumed.events().map((f) => (f.data as { i: number }).i).sort(), [5, 6])
+})
+
+/** The parts of ws's WebSocket the transport uses, writing into `writes`. */
+function fakeSocket (writes: Buffer[]): ConstructorParameters<typeof WsTransport>[0] {
+  const raw = { writable: true, write: (b: Buffer) => { writes.push(b); return true } }
+  return { extensions: '', readyState: 1, bufferedAmount: 0, _socket: raw, _sender: { _state: 0 }, send: () => {}, close: () => {}, on: () => {} } as unknown as ConstructorParameters<typeof WsTransport>[0]
+}
+
+function pub (offset: number): Publication {
+  return { channel: 'wd:1', offset, epoch: 'e', ts: 0, frame: JSON.stringify({ type: 'event', channel: 'wd:1', offset, data: {} }) }
+}
+
+test('WS_WRITE_DELAY_MS: a socket\'s events wait up to the delay and go out in one write; other frames never overtake them', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] })
+  const writes: Buffer[] = []
+  const delivered = { websocket: 0, sse: 0, 'long-poll': 0 }
+  const ws = new WsTransport(fakeSocket(writes), delivered, 20)
+  ws.event(pub(1))
+  t.mock.timers.tick(10)
+  ws.event(pub(2))
+  assert.equal(writes.length, 0, 'held')
+  assert.equal(ws.buffered() > 0, true, 'held bytes count against the bound')
+  t.mock.timers.tick(10)
+  assert.equal(writes.length, 1, 'both in one write, 20 ms after the first')
+  assert.deepEqual(writes[0].toString().match(/"offset":\d+/g), ['"offset":1', '"offset":2'])
+  // A frame sent while events wait goes out after them.
+  let sent = 0
+  ;(ws as unknown as { socket: { send: () => void } }).socket.send = () => { sent = writes.length }
+  ws.event(pub(3))
+  ws.send('{"type":"pong"}')
+  assert.equal(sent, 2, 'the held event was written before the pong')
+  t.mock.timers.tick(20) // the timer finds nothing left to write
+  assert.equal(writes.length, 2)
+  assert.equal(delivered.websocket, 3)
+  // The default (0) writes at the end of the turn, as before.
+  assert.equal(WsTransport.defaultWriteDelayMs, 0)
 })

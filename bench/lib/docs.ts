@@ -33,7 +33,7 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
     const notes: string[] = []
     let rows: string[][]
     const failed = (x: RunResult): string[] => [label(x.peer), 'failed: ' + (x.error ?? 'unknown').slice(0, 120)]
-    if (sc.id === 'latency' || sc.id === 'mixed') {
+    if (sc.id === 'latency' || sc.id === 'mixed' || sc.id === 'hot') {
       rows = [['server', 'conns', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'deliveries/s', 'lost', 'dup', 'server µs CPU/delivery', 'server cores', 'redis µs/delivery', 'generator cores', 'other procs cores']]
       for (const x of runs) {
         if (!x.ok || x.latency === undefined) { rows.push(failed(x)); continue }

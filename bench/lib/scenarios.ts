@@ -2,8 +2,9 @@ import type { LoadOptions, PeerProtocol } from './options.js'
 import type { LoadSummary, StageResult } from './session.js'
 import type { Percentiles } from './hist.js'
 
-export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300' | 'herald-redis-workers2'
-export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed'
+export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300' | 'herald-redis-workers2' |
+  'herald-redis-wd1' | 'herald-redis-wd5' | 'herald-redis-wd20'
+export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed' | 'hot'
 
 export interface PeerDef {
   id: PeerId
@@ -17,6 +18,16 @@ export interface PeerDef {
   env?: Record<string, string>
   /** Not run unless asked for with --peers (a diagnostic variant, not one of the compared servers). */
   diagnostic?: boolean
+  /** A module loaded into the server before its script (`--import`), relative to the repository. */
+  preload?: string
+}
+
+/**
+ * Herald with WS_WRITE_DELAY_MS=ms. Until the WebSocket route passes `config.ws.writeDelayMs` to its transports,
+ * bench/lib/write-delay.ts sets the transports' default from the same variable.
+ */
+function writeDelayPeer (ms: 1 | 5 | 20): PeerDef {
+  return { id: `herald-redis-wd${ms}`, label: `Herald, Redis bus, WS_WRITE_DELAY_MS=${ms}`, protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_WRITE_DELAY_MS: String(ms) }, preload: 'bench/lib/write-delay.ts', diagnostic: true }
 }
 
 export const PEERS: PeerDef[] = [
@@ -26,7 +37,10 @@ export const PEERS: PeerDef[] = [
   { id: 'bare-ws', label: 'bare ws + ioredis', protocol: 'bare', redis: true, script: 'bench/peers/bare-ws.ts', transports: 'ws' },
   // Diagnostic: Herald with its WebSocket heartbeat out of the measurement (WS_PING_INTERVAL=300 s instead of 25 s).
   { id: 'herald-redis-workers2', label: 'Herald, Redis bus, WORKERS=2 (diagnostic)', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WORKERS: '2' }, diagnostic: true },
-  { id: 'herald-redis-ping300', label: 'Herald, Redis bus, WS_PING_INTERVAL=300 (diagnostic)', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_PING_INTERVAL: '300' }, diagnostic: true }
+  { id: 'herald-redis-ping300', label: 'Herald, Redis bus, WS_PING_INTERVAL=300 (diagnostic)', protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_PING_INTERVAL: '300' }, diagnostic: true },
+  writeDelayPeer(1),
+  writeDelayPeer(5),
+  writeDelayPeer(20)
 ]
 
 export interface ScenarioSize {
@@ -40,6 +54,8 @@ export interface ScenarioSize {
   /** Deliveries per second to try, in order (max-throughput). */
   steps: number[]
   mix: LoadOptions['mix']
+  /** Channels each connection subscribes to (1 unless said). */
+  subsPerConn?: number
   ramp: number
   maxPending: number
   capSeconds: number
@@ -107,6 +123,16 @@ export const SCENARIOS: ScenarioDef[] = [
     size: (quick) => quick
       ? { connections: 300, rooms: 10, rate: 50, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: { ws: 50, sse: 40, poll: 10 }, ramp: 0, maxPending: 512, capSeconds: 45 }
       : { connections: 10_000, rooms: 100, rate: 500, duration: 30, warmup: 5, idle: 0, steps: [], mix: { ws: 50, sse: 40, poll: 10 }, ramp: 5, maxPending: 512, capSeconds: 240 }
+  },
+  {
+    id: 'hot',
+    number: 6,
+    title: 'Hot channels',
+    description: '40 WebSocket connections, each subscribed to the same 10 channels, 1,000 events/s published over REST over those channels (100/s each): every connection gets 1,000 events/s, 40,000 deliveries/s in all.',
+    peers: ['herald-memory', 'herald-redis', 'bare-ws', 'herald-redis-wd1', 'herald-redis-wd5', 'herald-redis-wd20'],
+    size: (quick) => quick
+      ? { connections: 10, rooms: 10, subsPerConn: 10, rate: 200, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 40, rooms: 10, subsPerConn: 10, rate: 1000, duration: 20, warmup: 3, idle: 0, steps: [], mix: WS_ONLY, ramp: 1, maxPending: 512, capSeconds: 180 }
   }
 ]
 

@@ -41,6 +41,27 @@ export function flushAtTurnEnd (writer: TurnWriter): void {
   if (!batchScheduled) { batchScheduled = true; process.nextTick(writeBatch) }
 }
 
+/** Writers held for a delay, per delay (WS_WRITE_DELAY_MS: one value per process), flushed together by one timer. */
+const held = new Map<number, TurnWriter[]>()
+
+/**
+ * Calls `writer.flush()` within `ms` (once: call it when the writer's first frame waits). Every writer that starts
+ * waiting in the same window is flushed by the same timer, so a socket's events are held at most `ms`, and the cost
+ * is one timer per window, not one per socket.
+ */
+export function flushWithin (writer: TurnWriter, ms: number): void {
+  let group = held.get(ms)
+  if (group === undefined) {
+    const writers: TurnWriter[] = group = []
+    held.set(ms, writers)
+    setTimeout(() => {
+      held.delete(ms)
+      for (let i = 0; i < writers.length; i++) writers[i].flush()
+    }, ms)
+  }
+  group.push(writer)
+}
+
 /** The SSE `data:` part of an event message, encoded once per publication and shared by every stream. */
 export function sseData (pub: Publication): Buffer {
   pub.sse ??= Buffer.from('data: ' + pub.frame + '\n\n')

@@ -5,7 +5,7 @@ import type { Session } from '../session/session.js'
 import type { Commands } from '../session/commands.js'
 import type { DeliveryCounts, Transport } from './transport.js'
 import { CloseCodes } from '../protocol/codes.js'
-import { flushAtTurnEnd, frameBytes, wireFrame } from './wire.js'
+import { flushAtTurnEnd, flushWithin, frameBytes, wireFrame } from './wire.js'
 
 /** The parts of ws's WebSocket that the pre-framed write path relies on (ws 8). */
 interface WsInternals { _socket: import('node:net').Socket | null, _sender: { _state: number } }
@@ -15,6 +15,12 @@ const CLOSE_GRACE_MS = 2000
 
 /** A WebSocket connection: JSON text frames in (to its session's commands) and out. */
 export class WsTransport implements Transport {
+  /**
+   * WS_WRITE_DELAY_MS for sockets made without one (`config.ws.writeDelayMs`; the WebSocket route passes it). With
+   * 0, a socket's events are written at the end of the turn they arrive in; with more, they wait up to that many
+   * ms to go out together: fewer writes for a socket with many events a second, at up to that much latency.
+   */
+  static defaultWriteDelayMs = 0
   readonly name = 'websocket'
   readonly bidirectional = true
   /** Heartbeat: set on every pong; a ping round that finds it false terminates the connection. */
@@ -28,7 +34,7 @@ export class WsTransport implements Transport {
   private pending: Buffer | Buffer[] | undefined = undefined
   private pendingBytes = 0
 
-  constructor (private readonly socket: WebSocket, private readonly delivered: DeliveryCounts) {
+  constructor (private readonly socket: WebSocket, private readonly delivered: DeliveryCounts, private readonly writeDelayMs = WsTransport.defaultWriteDelayMs) {
     this.plain = socket.extensions === ''
   }
 
@@ -75,7 +81,8 @@ export class WsTransport implements Transport {
       const pending = this.pending
       if (pending === undefined) {
         this.pending = wire
-        flushAtTurnEnd(this)
+        if (this.writeDelayMs > 0) flushWithin(this, this.writeDelayMs)
+        else flushAtTurnEnd(this)
       } else if (Array.isArray(pending)) {
         pending.push(wire)
       } else {
