@@ -329,6 +329,8 @@ export function defaultConfig (overrides: DeepPartial<HeraldConfig> = {}): Heral
   const problems: string[] = []
   const fields = FIELDS as Record<string, keyof Env>
   const visit = (value: unknown, path: string): void => {
+    // Left unset at any depth (the standalone server passes every setting, optional ones as undefined): the default.
+    if (value === undefined) return
     if (Object.hasOwn(fields, path)) {
       const first = Value.Errors(EnvSchema.properties[fields[path]], value)[0]
       if (first !== undefined) problems.push(`${path}=${JSON.stringify(value)}: ${first.message} (as ${fields[path]})`)
