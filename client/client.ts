@@ -91,7 +91,7 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
       host: {
         channels: () => this.subs.channels(),
         frame: (frame) => this.onFrame(frame),
-        pollAnswer: (answer, channels) => this.subs.onPollAnswer(answer, channels),
+        pollAnswer: (answer, channels) => this.subs.onPollAnswer(answer, channels, (sub) => this.emit('subscribed', sub)),
         channelRefused: (info) => this.subs.onChannelRefused(info),
         opened: (t, info) => this.announce(t, info),
         replaced: (t, info) => { this.subs.disconnected(); this.announce(t, info) },
@@ -196,6 +196,7 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
     }
     this.emit('connected', { transport: t.name, ...(info.client !== undefined ? { client: info.client } : {}), ...(info.sub !== undefined ? { sub: info.sub } : {}) })
     if (t !== this.conn.active) return
+    if (info.channels !== undefined) this.subs.serverChannels(info.channels)
     if (t.bidirectional) this.subs.subscribeAll()
     this.tokens.schedule()
     this.conn.scheduleUpgrade()
@@ -220,7 +221,10 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
 
   private onFrame (frame: ServerFrame): void {
     switch (frame.type) {
-      case 'subscribed': this.subs.get(frame.channel)?.handleSubscribed(frame); break
+      case 'subscribed':
+        if (frame.server === true) this.subs.serverSubscribed(frame, (sub) => this.emit('subscribed', sub))
+        else this.subs.get(frame.channel)?.handleSubscribed(frame)
+        break
       case 'event': this.subs.get(frame.channel)?.handleEvent(frame); break
       case 'unsubscribed': this.subs.onUnsubscribed(frame); break
       case 'ack':
@@ -237,7 +241,7 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
   }
 
   private onErrorFrame (frame: ErrorFrame): void {
-    const error = new HeraldError(frame.code, frame.message, { channel: frame.channel })
+    const error = new HeraldError(frame.code, frame.message, { channel: frame.channel, ...(frame.app !== undefined ? { app: frame.app } : {}) })
     if (frame.id !== undefined) {
       if (this.publisher.failed(frame.id, error) || this.requests.reject(frame.id, error) || this.subs.failed(frame.id, error)) return
     } else if (frame.channel !== undefined && this.subs.get(frame.channel) !== undefined) {

@@ -1,3 +1,4 @@
+import { tokenHasChannels } from './jwt.js'
 import type { Backoff } from './backoff.js'
 import type { Clock, TimerHandle } from './clock.js'
 import { CloseCodes, closeAction } from './codes.js'
@@ -11,7 +12,7 @@ import type { Tokens } from './tokens.js'
 import { LongPollTransport } from './transports/long-poll.js'
 import { SseTransport } from './transports/sse.js'
 import {
-  type CloseInfo, type FetchLike, type OpenInfo, type Transport, type TransportHost, type TransportName,
+  type CloseInfo, type FetchLike, type OpenInfo, type StreamChannel, type Transport, type TransportHost, type TransportName,
   type TransportSettings, type WebSocketConstructor, describe
 } from './transports/types.js'
 import { WebSocketTransport } from './transports/websocket.js'
@@ -27,7 +28,7 @@ export interface Link {
 
 /** What the connection tells the client. */
 export interface ConnectionHost {
-  channels: () => Array<{ channel: string, since?: Position }>
+  channels: () => StreamChannel[]
   frame: (frame: ServerFrame) => void
   pollAnswer: (answer: PollAnswer, channels: string[]) => void
   channelRefused: (info: CloseInfo) => boolean
@@ -141,6 +142,7 @@ export class Connection implements Link {
       settings: this.options.settings,
       token: () => tokens.current ?? '',
       channels: () => host.channels(),
+      serverChannels: () => tokens.current !== undefined && tokenHasChannels(tokens.current),
       opened: (info) => this.onOpened(t, info),
       frame: (frame) => { if (t === this.current) host.frame(frame) },
       pollAnswer: (answer, channels) => { if (t === this.current) host.pollAnswer(answer, channels) },
@@ -250,7 +252,7 @@ export class Connection implements Link {
     for (let i = from; i < this.level; i++) {
       const name = this.options.transports[i]
       // An SSE stream without channels proves nothing: only try it with subscriptions to stream.
-      if (name === 'sse' && this.options.host.channels().length === 0) continue
+      if (name === 'sse' && this.options.host.channels().length === 0 && !(this.options.tokens.current !== undefined && tokenHasChannels(this.options.tokens.current))) continue
       this.trialLevel = i
       this.trial = this.createTransport(name)
       this.trial.open()

@@ -8,13 +8,16 @@ export class HeraldError extends Error {
   readonly status?: number
   /** The channel the error is about, if any. */
   readonly channel?: string
+  /** The application's own code and message, when one of its proxy hooks refused (HERALD_ERR_PROXY_REFUSED). */
+  readonly app?: { code: string, message?: string }
 
-  constructor (code: string, message: string, details: { status?: number, channel?: string } = {}) {
+  constructor (code: string, message: string, details: { status?: number, channel?: string, app?: { code: string, message?: string } } = {}) {
     super(message)
     this.name = 'HeraldError'
     this.code = code
     this.status = details.status
     this.channel = details.channel
+    if (details.app !== undefined) this.app = details.app
   }
 }
 

@@ -7,7 +7,14 @@ import type { Position } from './cursor.js'
  */
 export type RecoveryReason = 'epoch_changed' | 'history_trimmed' | 'offset_ahead'
 
-export interface ConnectedFrame { type: 'connected', client: string, sub: string, pingInterval: number }
+export interface ConnectedFrame {
+  type: 'connected'
+  client: string
+  sub: string
+  pingInterval: number
+  /** Channels the server subscribes this connection to now (the token's or connect hook's `channels`). */
+  channels?: string[]
+}
 export interface SubscribedFrame {
   type: 'subscribed'
   channel: string
@@ -16,13 +23,15 @@ export interface SubscribedFrame {
   recovered?: boolean
   reason?: RecoveryReason
   replayed: number
-  /** The server API made this subscription: the client did not ask for it. */
+  /** The server made this subscription (the token's `channels`, the connect hook, the server API): the client did not ask for it. */
   server?: true
+  /** What the application's subscribe hook gave this subscriber. */
+  data?: unknown
 }
 export interface UnsubscribedFrame { type: 'unsubscribed', channel: string, reason?: string, resubscribe?: boolean }
 export interface EventFrame { type: 'event', channel: string, offset: number, epoch: string, ts: number, event?: string, data: unknown }
 export interface AckFrame { type: 'ack', id: string, channel?: string, offset?: number, epoch?: string, duplicate?: boolean, exp?: number }
-export interface ErrorFrame { type: 'error', code: string, message: string, id?: string, channel?: string }
+export interface ErrorFrame { type: 'error', code: string, message: string, id?: string, channel?: string, app?: { code: string, message?: string } }
 export interface PongFrame { type: 'pong', id?: string }
 export interface PresenceMember { sub: string, info?: unknown, connections: Array<{ client: string, connectedAt: number }> }
 export interface PresenceFrame { type: 'presence', channel: string, id?: string, members: PresenceMember[], count: { members: number, connections: number } }
@@ -38,7 +47,7 @@ export interface PollAnswer {
   events: EventFrame[]
   cursor: string
   recovery?: Array<{ channel: string, recovered: false, reason: RecoveryReason, offset: number, epoch: string }>
-  /** Subscriptions the server API gave this long-poll session since the last answer (they come with it while it lives). */
+  /** Subscriptions the server gave this long-poll session since the last answer (the token's `channels`, the server API). */
   subscribed?: Array<Omit<SubscribedFrame, 'type'>>
   /** Subscriptions the server API ended since the last answer. */
   unsubscribed?: Array<{ channel: string, reason: string }>

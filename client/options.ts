@@ -5,7 +5,7 @@ import type { PresenceMember } from './frames.js'
 import type { OfflineQueueOptions } from './queue.js'
 import type { RetryInfo } from './reconnect.js'
 import type { StateChange } from './state.js'
-import type { HeraldEvent } from './subscription.js'
+import type { HeraldEvent, Subscription } from './subscription.js'
 import type { FetchLike, TransportName, WebSocketConstructor } from './transports/types.js'
 
 export interface ClientOptions {
@@ -84,4 +84,9 @@ export interface ClientEvents {
   reconnect: RetryInfo
   /** An error that is not about one publish or subscription (those reject / go to the subscription). */
   error: HeraldError
+  /**
+   * The server subscribed this client to a channel it did not ask for (the token's `channels`, the connect hook,
+   * the server API): attach listeners to the subscription here; its events follow.
+   */
+  subscribed: Subscription
 }

@@ -72,8 +72,13 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   position: Position | undefined
   /** Whether the server confirmed this subscription at least once. */
   private confirmed = false
+  /**
+   * What the application's subscribe hook gave this subscriber (docs/proxy.md), from the latest `subscribed`.
+   */
+  data: unknown
 
-  constructor (readonly channel: string, private readonly owner: SubscriptionOwner | undefined, since?: Position) {
+  /** `server`: the server made it (the token's `channels`, the connect hook, the server API); the client did not ask. */
+  constructor (readonly channel: string, private readonly owner: SubscriptionOwner | undefined, since?: Position, readonly server = false) {
     super()
     if (since !== undefined) this.position = { offset: since.offset, epoch: since.epoch }
   }
@@ -91,8 +96,9 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   // ---- called by the client (not part of the application API) ----
 
   /** @internal A `subscribed` frame (or its long-poll equivalent). */
-  handleSubscribed (frame: Pick<SubscribedFrame, 'offset' | 'epoch' | 'recovered' | 'reason' | 'replayed'>): void {
+  handleSubscribed (frame: Pick<SubscribedFrame, 'offset' | 'epoch' | 'recovered' | 'reason' | 'replayed' | 'data'>): void {
     if (!this.active) return
+    if (frame.data !== undefined) this.data = frame.data
     const previous = this.position
     this.position = { offset: frame.offset, epoch: frame.epoch }
     this.state = 'subscribed'

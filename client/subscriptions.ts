@@ -3,9 +3,9 @@ import type { Timers } from './clock.js'
 import type { Link } from './connection.js'
 import { decodeCursor, type Position } from './cursor.js'
 import { HeraldError, TRANSIENT } from './errors.js'
-import type { EventFrame, PollAnswer, UnsubscribedFrame } from './frames.js'
+import type { EventFrame, PollAnswer, SubscribedFrame, UnsubscribedFrame } from './frames.js'
 import { Subscription, type SubscriptionOwner } from './subscription.js'
-import type { CloseInfo } from './transports/types.js'
+import type { CloseInfo, StreamChannel } from './transports/types.js'
 
 export interface SubscriptionsOptions {
   owner: SubscriptionOwner
@@ -47,22 +47,53 @@ export class Subscriptions {
     const t = this.options.link.active
     if (t === undefined) return
     if (t.bidirectional) {
-      if (this.options.link.open && sent && sub.state !== 'failed') t.send!({ type: 'unsubscribe', channel: sub.channel })
+      if (this.options.link.open && (sent || sub.server) && sub.state !== 'failed') t.send!({ type: 'unsubscribe', channel: sub.channel })
     } else {
       t.subscriptionsChanged({ removed: sub.channel })
     }
   }
 
   /** Active subscriptions with their last positions, for a stream to (re)open with. */
-  channels (): Array<{ channel: string, since?: Position }> {
-    const out: Array<{ channel: string, since?: Position }> = []
-    for (const sub of this.subs.values()) if (sub.active) out.push(sub.position === undefined ? { channel: sub.channel } : { channel: sub.channel, since: sub.position })
+  channels (): StreamChannel[] {
+    const out: StreamChannel[] = []
+    for (const sub of this.subs.values()) {
+      if (!sub.active) continue
+      const c: StreamChannel = sub.position === undefined ? { channel: sub.channel } : { channel: sub.channel, since: sub.position }
+      if (sub.server) c.server = true
+      out.push(c)
+    }
     return out
   }
 
-  /** A WebSocket opened: subscribe to every channel from its position. */
+  /** A WebSocket opened: subscribe to every channel of ours from its position (the server redoes its own). */
   subscribeAll (): void {
-    for (const sub of this.subs.values()) this.sendSubscribe(sub)
+    for (const sub of this.subs.values()) if (!sub.server) this.sendSubscribe(sub)
+  }
+
+  /**
+   * A subscription the server made (a `subscribed` frame with `server: true`, or a long-poll answer's `subscribed`):
+   * confirms the one we have, or adopts a new one and tells the application (`onNew`), before any of its events.
+   */
+  serverSubscribed (frame: Omit<SubscribedFrame, 'type'>, onNew: (sub: Subscription) => void): void {
+    const known = this.subs.get(frame.channel)
+    if (known !== undefined) { known.handleSubscribed(frame); return }
+    const sub = new Subscription(frame.channel, this.options.owner, undefined, true)
+    this.subs.set(frame.channel, sub)
+    onNew(sub)
+    sub.handleSubscribed(frame)
+  }
+
+  /**
+   * A WebSocket or SSE connection opened and the server named the channels it subscribes it to: a server-made
+   * subscription of an earlier connection that is not among them (the server API made it, for that connection only)
+   * is over.
+   */
+  serverChannels (channels: string[]): void {
+    for (const sub of [...this.subs.values()]) {
+      if (sub.server && sub.active && !channels.includes(sub.channel)) {
+        sub.handleFailure(new HeraldError('HERALD_ERR_UNSUBSCRIBED', 'the server no longer subscribes this connection to it', { channel: sub.channel }))
+      }
+    }
   }
 
   /** The connection ended or was replaced: every subscription waits to be resumed. */
@@ -121,16 +152,19 @@ export class Subscriptions {
   /** A stream was refused because of one of its channels: that subscription fails, the stream goes on without it. */
   onChannelRefused (info: CloseInfo): boolean {
     if (info.status === undefined || ![400, 403, 404, 409].includes(info.status) || info.errorCode === 'HERALD_ERR_ORIGIN_NOT_ALLOWED') return false
-    const named = /channel (?:name: )?"?([A-Za-z0-9_.:@-]{1,128})/.exec(info.message ?? '')?.[1]
+    const named = /channel (?:name: )?"?([A-Za-z0-9_.:@#,-]{1,128})/.exec(info.message ?? '')?.[1]
     const sub = named === undefined ? undefined : this.subs.get(named)
     if (sub === undefined) return false
     sub.handleFailure(new HeraldError(info.errorCode ?? 'HERALD_ERR_FORBIDDEN', info.message ?? info.reason, { status: info.status, channel: sub.channel }))
     return true
   }
 
-  onPollAnswer (answer: PollAnswer, channels: string[]): void {
+  onPollAnswer (answer: PollAnswer, channels: string[], onNew: (sub: Subscription) => void): void {
     // Ended by the server API: as an `unsubscribed` frame would say on the other transports.
     for (const u of answer.unsubscribed ?? []) this.onUnsubscribed({ type: 'unsubscribed', channel: u.channel, reason: u.reason })
+    // Made by the server (the token's channels, the server API): as `subscribed` frames with `server: true` would say.
+    for (const s of answer.subscribed ?? []) this.serverSubscribed(s, onNew)
+    channels = [...channels, ...(answer.subscribed ?? []).map((s) => s.channel)]
     const recovered = new Set<string>()
     for (const r of answer.recovery ?? []) {
       const sub = this.subs.get(r.channel)

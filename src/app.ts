@@ -22,6 +22,7 @@ import namespacesPlugin from './plugins/namespaces.js'
 import presencePlugin from './plugins/presence.js'
 import hubPlugin from './plugins/hub.js'
 import authPlugin from './plugins/auth.js'
+import proxyPlugin from './plugins/proxy.js'
 import revocationsPlugin from './plugins/revocations.js'
 import controlPlugin from './plugins/control.js'
 import webhooksPlugin from './plugins/webhooks.js'
@@ -106,6 +107,7 @@ async function heraldPlugin (host: FastifyInstance, opts: HeraldOptions): Promis
     scope = child
     await child.register(configPlugin, { config, nodeId: host.herald.nodeId, worker: opts.worker })
     await child.register(metricsPlugin, { defaultMetrics: opts.defaultMetrics })
+    await child.register(proxyPlugin)
     await child.register(busPlugin, { broker: opts.broker })
     await child.register(namespacesPlugin)
     await child.register(presencePlugin, { store: opts.presence })

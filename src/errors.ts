@@ -33,8 +33,11 @@ export function isTemporary (err: HeraldError): boolean { return TEMPORARY_CODES
 export function asHeraldError (err: unknown): HeraldError { return isHeraldError(err) ? err : new Errors.INTERNAL() }
 
 /** JSON body of an HTTP error, the same shape Fastify uses for its own errors. */
-export function errorBody (err: HeraldError): { statusCode: number, code: string, error: string, message: string } {
-  return { statusCode: err.statusCode, code: err.code, error: STATUS_CODES[err.statusCode] ?? 'Error', message: err.message }
+export function errorBody (err: HeraldError): { statusCode: number, code: string, error: string, message: string, app?: unknown } {
+  const body = { statusCode: err.statusCode, code: err.code, error: STATUS_CODES[err.statusCode] ?? 'Error', message: err.message }
+  // An application's own refusal through a proxy hook (proxy/hooks.ts): its code and message go with ours.
+  const app = (err as { app?: unknown }).app
+  return app === undefined ? body : { ...body, app }
 }
 
 /** Maps Fastify's own errors (parsing, validation, limits) to Herald's codes. */

@@ -19,6 +19,8 @@ export const NamespaceOptionsSchema = Type.Object({
   presenceCountsOnly: Type.Boolean({ default: false, description: 'Very large rooms: send only member/connection counts, never member lists' }),
   maxMembers: Type.Integer({ minimum: 0, default: 0, description: 'Most distinct members (subs) per channel, cluster-wide (needs presence; 0 = unlimited)' }),
   clientPublish: Type.Boolean({ default: true, description: 'Whether clients may publish over WebSocket (the token must allow it too)' }),
+  subscribeProxy: Type.Boolean({ default: false, description: 'Each subscription a client asks for is decided by the application\'s subscribe hook (PROXY_SUBSCRIBE_URL; docs/proxy.md) instead of the token\'s patterns' }),
+  publishProxy: Type.Boolean({ default: false, description: 'Each client publish is decided (and may be rewritten) by the application\'s publish hook (PROXY_PUBLISH_URL) instead of the token\'s patterns' }),
   maxSubscribers: Type.Integer({ minimum: 0, default: 0, description: 'Most subscribers per channel on one node (0 = unlimited)' }),
   backpressure: Type.Union([Type.Literal('disconnect'), Type.Literal('drop-oldest'), Type.Literal('coalesce')], {
     default: 'disconnect', description: 'What to do with a subscriber that cannot keep up'
@@ -69,8 +71,11 @@ export class Namespaces {
   }
 
   /** True when some namespace needs presence (so the presence store is worth starting). */
-  get anyPresence (): boolean {
-    return this.fallback.presence || [...this.resolved.values()].some((o) => o.presence)
+  get anyPresence (): boolean { return this.any('presence') }
+
+  /** True when some namespace (or the defaults) turns that option on. */
+  any (option: 'presence' | 'subscribeProxy' | 'publishProxy'): boolean {
+    return this.fallback[option] || [...this.resolved.values()].some((o) => o[option])
   }
 }
 

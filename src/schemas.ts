@@ -2,8 +2,9 @@ import type { FastifyReply } from 'fastify'
 import type { HistoryResult } from './bus/broker.js'
 import { Errors } from './errors.js'
 import Type from 'typebox'
-import { CHANNEL_PATTERN } from './protocol/channel.js'
+import { CHANNEL_DESCRIPTION, CHANNEL_PATTERN } from './protocol/channel.js'
 import { EventName, FrameId } from './protocol/client-frames.js'
+import { AppError } from './protocol/frames.js'
 
 /** TypeBox schemas of the REST routes (frames live in protocol/frames.ts). */
 
@@ -14,8 +15,14 @@ export const ErrorBody = Type.Object({
   message: Type.String()
 }, { description: 'Error' })
 
+/** The 401/403 of a transport's route: the connect hook's refusal may carry the application's own words. */
+export const RefusalBody = Type.Object({
+  ...ErrorBody.properties,
+  app: Type.Optional(AppError)
+}, { description: 'Error (with `app` when the application\'s connect hook refused; docs/proxy.md)' })
+
 export const ChannelParams = Type.Object({
-  channel: Type.String({ pattern: CHANNEL_PATTERN, description: 'Channel name: 1–128 of A-Z a-z 0-9 _ - . : @' })
+  channel: Type.String({ pattern: CHANNEL_PATTERN, description: CHANNEL_DESCRIPTION })
 })
 
 export const PublishBody = Type.Object({
@@ -61,13 +68,13 @@ export const HistoryReply = Type.Object({
 })
 
 export const StreamQuery = Type.Object({
-  channel: Type.Array(Type.String(), { description: 'Channels to subscribe (repeat the parameter)' }),
+  channel: Type.Optional(Type.Array(Type.String(), { description: 'Channels to subscribe (repeat the parameter); may be left out when the token\'s (or connect hook\'s) `channels` name some' })),
   cursor: Type.Optional(Type.String({ description: 'Resume position from a previous `id:` / `cursor`' })),
   token: Type.Optional(Type.String({ description: 'JWT, for clients that cannot send an Authorization header' }))
 })
 
 export const PollQuery = Type.Object({
-  channel: Type.Array(Type.String(), { description: 'Channels to poll (repeat the parameter)' }),
+  channel: Type.Optional(Type.Array(Type.String(), { description: 'Channels to poll (repeat the parameter); may be left out when the token\'s (or connect hook\'s) `channels` name some' })),
   cursor: Type.Optional(Type.String({ description: 'The `cursor` of the previous answer' })),
   timeout: Type.Optional(Type.Number({ minimum: 0, description: 'Seconds to wait for an event (capped at POLL_TIMEOUT_MAX; default 25 or the cap)' })),
   token: Type.Optional(Type.String())
@@ -91,7 +98,7 @@ export const PollReply = Type.Object({
     recovered: Type.Optional(Type.Boolean()),
     reason: Type.Optional(Type.String()),
     server: Type.Literal(true)
-  }), { description: 'Channels the server API subscribed this session to since the last answer (docs/server-api.md)' })),
+  }), { description: 'Channels the server subscribed this session to since the last answer: the token\'s or connect hook\'s `channels` (in the first answer of a session), or the server API (docs/server-api.md)' })),
   unsubscribed: Type.Optional(Type.Array(Type.Object({ channel: Type.String(), reason: Type.String() }), { description: 'Subscriptions the server API ended since the last answer' })),
   disconnect: Type.Optional(Type.Object({
     code: Type.Integer({ description: 'A terminal close code (docs/protocol.md): 4504 disconnected (the default of the server API), 4505 token revoked, or a code of the backend' }),

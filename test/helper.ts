@@ -185,10 +185,13 @@ export class WsClient {
   }
 
   /** Connects; rejects with the HTTP status when the upgrade is refused. */
-  static async connect (wsUrl: string, opts: { token?: string | null, headers?: Record<string, string>, query?: boolean } = {}): Promise<WsClient> {
+  static async connect (wsUrl: string, opts: { token?: string | null, headers?: Record<string, string>, query?: boolean, cursor?: string } = {}): Promise<WsClient> {
     const tok = opts.token === undefined ? token() : opts.token
     const useQuery = opts.query === true
-    const url = `${wsUrl}/v1/ws${tok !== null && useQuery ? `?token=${tok}` : ''}`
+    const qs = new URLSearchParams()
+    if (tok !== null && useQuery) qs.set('token', tok)
+    if (opts.cursor !== undefined) qs.set('cursor', opts.cursor)
+    const url = `${wsUrl}/v1/ws${qs.size > 0 ? '?' + qs.toString() : ''}`
     const headers = { ...(tok !== null && !useQuery ? { authorization: `Bearer ${tok}` } : {}), ...opts.headers }
     const socket = new WebSocket(url, { headers })
     return await new Promise((resolve, reject) => {
@@ -267,12 +270,13 @@ export class SseClient {
   private readonly controller = new AbortController()
   private waiters: Array<() => void> = []
 
-  static async open (base: string, channels: string[], opts: { token?: string, lastEventId?: string, cursor?: string } = {}): Promise<SseClient> {
+  /** `token: null`: none (a connect hook admits the stream, from `headers`). */
+  static async open (base: string, channels: string[], opts: { token?: string | null, lastEventId?: string, cursor?: string, headers?: Record<string, string> } = {}): Promise<SseClient> {
     const client = new SseClient()
     const qs = new URLSearchParams()
     for (const c of channels) qs.append('channel', c)
     if (opts.cursor !== undefined) qs.set('cursor', opts.cursor)
-    const headers: Record<string, string> = { authorization: `Bearer ${opts.token ?? token()}`, accept: 'text/event-stream' }
+    const headers: Record<string, string> = { ...(opts.token === null ? {} : { authorization: `Bearer ${opts.token ?? token()}` }), accept: 'text/event-stream', ...opts.headers }
     if (opts.lastEventId !== undefined) headers['last-event-id'] = opts.lastEventId
     const res = await fetch(`${base}/v1/sse?${qs.toString()}`, { headers, signal: client.controller.signal })
     client.status = res.status
@@ -338,12 +342,13 @@ export class SseClient {
   }
 }
 
-export async function poll (base: string, channels: string[], opts: { token?: string, cursor?: string, timeout?: number } = {}): Promise<{ status: number, body: any }> {
+/** `token: null`: none (a connect hook admits the poll, from `headers`). */
+export async function poll (base: string, channels: string[], opts: { token?: string | null, cursor?: string, timeout?: number, headers?: Record<string, string> } = {}): Promise<{ status: number, body: any }> {
   const qs = new URLSearchParams()
   for (const c of channels) qs.append('channel', c)
   if (opts.cursor !== undefined) qs.set('cursor', opts.cursor)
   if (opts.timeout !== undefined) qs.set('timeout', String(opts.timeout))
-  const res = await fetch(`${base}/v1/poll?${qs.toString()}`, { headers: { authorization: `Bearer ${opts.token ?? token()}` } })
+  const res = await fetch(`${base}/v1/poll?${qs.toString()}`, { headers: { ...(opts.token === null ? {} : { authorization: `Bearer ${opts.token ?? token()}` }), ...opts.headers } })
   const body = await res.json() as { events?: unknown[] }
   if (res.status === 200) for (const event of body.events ?? []) checkServerFrame(event, 'long-poll')
   return { status: res.status, body }

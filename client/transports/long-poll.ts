@@ -52,7 +52,7 @@ export class LongPollTransport implements Transport {
     let wait = 0
     while (!stale()) {
       const channels = host.channels()
-      if (channels.length === 0) {
+      if (channels.length === 0 && !host.serverChannels()) {
         if (this.everOpened) return
         const probe = await host.probe()
         if (stale()) return

@@ -67,7 +67,7 @@ export class SseTransport implements Transport {
     this.stopStream()
     const { host } = this
     const channels = host.channels()
-    if (channels.length === 0) {
+    if (channels.length === 0 && !host.serverChannels()) {
       // Nothing to stream (SSE needs at least one channel): check that the server is there and takes the token.
       if (this.everOpened) return
       const probe = await host.probe()
@@ -126,7 +126,7 @@ export class SseTransport implements Transport {
           if (frame.type === 'connected') {
             host.clock.clearTimeout(this.connectTimer)
             this.startHeartbeat(frame.pingInterval)
-            if (!this.everOpened) this.markOpen({ client: frame.client, sub: frame.sub, pingInterval: frame.pingInterval })
+            if (!this.everOpened) this.markOpen({ client: frame.client, sub: frame.sub, pingInterval: frame.pingInterval, channels: frame.channels ?? [] })
           } else if (frame.type === 'disconnect') {
             disconnect = frame
           } else {

@@ -38,7 +38,16 @@ export interface CloseInfo {
   timeout?: boolean
 }
 
-export interface OpenInfo { client?: string, sub?: string, pingInterval?: number }
+export interface OpenInfo {
+  client?: string
+  sub?: string
+  pingInterval?: number
+  /** WebSocket and SSE: the channels the server subscribes this connection to (none: an empty list). */
+  channels?: string[]
+}
+
+/** A subscription as a stream (re)opens with it; `server`: made by the server, not named in the request. */
+export interface StreamChannel { channel: string, since?: Position, server?: true }
 
 /** Result of an HTTP probe: is the server reachable, and does it accept the token? */
 export type ProbeResult = { network: true, message: string } | { network: false, status: number, errorCode?: string, message?: string }
@@ -51,7 +60,9 @@ export interface TransportHost {
   readonly settings: TransportSettings
   token: () => string
   /** Active subscriptions with their last positions. */
-  channels: () => Array<{ channel: string, since?: Position }>
+  channels: () => StreamChannel[]
+  /** Whether the token names `channels` of its own: a stream is worth opening even with no subscription of ours. */
+  serverChannels: () => boolean
   opened: (info: OpenInfo) => void
   frame: (frame: ServerFrame) => void
   pollAnswer: (answer: PollAnswer, channels: string[]) => void
@@ -99,11 +110,12 @@ export function describe (err: unknown): string {
 }
 
 /** `?channel=a&channel=b&cursor=…` for SSE and long-poll. */
-export function streamQuery (channels: Array<{ channel: string, since?: Position }>, encode: (p: Iterable<[string, Position]>) => string): URLSearchParams {
+export function streamQuery (channels: StreamChannel[], encode: (p: Iterable<[string, Position]>) => string): URLSearchParams {
   const qs = new URLSearchParams()
   const positions: Array<[string, Position]> = []
   for (const c of channels) {
-    qs.append('channel', c.channel)
+    // The server's own subscriptions come back by themselves: only their positions go with the request.
+    if (c.server !== true) qs.append('channel', c.channel)
     if (c.since !== undefined) positions.push([c.channel, c.since])
   }
   if (positions.length > 0) qs.set('cursor', encode(positions))

@@ -1,3 +1,4 @@
+import { encodeCursor, type Position } from '../cursor.js'
 import type { TimerHandle } from '../clock.js'
 import { Heartbeat } from '../heartbeat.js'
 import { parseFrame, type ClientFrame } from '../frames.js'
@@ -30,7 +31,11 @@ export class WebSocketTransport implements Transport {
 
   open (): void {
     const { host } = this
-    const url = host.base.replace(/^http/, 'ws') + '/v1/ws?token=' + encodeURIComponent(host.token())
+    // The server's own subscriptions (the token's `channels`) resume from where ours stand: a cursor of them.
+    const server: Array<[string, Position]> = []
+    for (const c of host.channels()) if (c.server === true && c.since !== undefined) server.push([c.channel, c.since])
+    const url = host.base.replace(/^http/, 'ws') + '/v1/ws?token=' + encodeURIComponent(host.token()) +
+      (server.length > 0 ? '&cursor=' + encodeURIComponent(encodeCursor(server)) : '')
     let socket: WebSocketLike
     try {
       socket = new this.Ctor(url)
@@ -82,7 +87,7 @@ export class WebSocketTransport implements Transport {
         dead: () => this.fail({ opened: true, reason: 'heartbeat timeout', timeout: true })
       })
       this.heartbeat.start()
-      this.host.opened({ client: frame.client, sub: frame.sub, pingInterval: frame.pingInterval })
+      this.host.opened({ client: frame.client, sub: frame.sub, pingInterval: frame.pingInterval, channels: frame.channels ?? [] })
       return
     }
     this.host.frame(frame)

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { ErrorBody, PollQuery, PollReply, sendJsonText } from '../../src/schemas.js'
+import { ErrorBody, PollQuery, PollReply, RefusalBody, sendJsonText } from '../../src/schemas.js'
 import { parseStreamRequest } from '../../src/transports/stream-request.js'
 
 const pollRoutes: FastifyPluginAsync = async (plain) => {
@@ -8,14 +8,14 @@ const pollRoutes: FastifyPluginAsync = async (plain) => {
   const { heraldPolls: polls, heraldConfig: config, heraldNamespaces: namespaces } = fastify
 
   fastify.get('/poll', {
-    config: { admission: 'poll', queryToken: true },
+    config: { admission: 'poll', queryToken: true, transport: 'long-poll' },
     schema: {
       summary: 'Long-poll',
       description: 'Answers at once when events after `cursor` exist, otherwise waits up to `timeout` seconds. Send the answer\'s `cursor` with the next poll, to any node.',
       tags: ['transports'],
       security: [{ bearer: [] }],
       querystring: PollQuery,
-      response: { 200: PollReply, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody, 503: ErrorBody }
+      response: { 200: PollReply, 400: ErrorBody, 401: RefusalBody, 403: RefusalBody, 429: ErrorBody, 503: ErrorBody }
     }
   }, async (request, reply) => {
     const { channel, cursor, timeout } = request.query

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { Errors } from '../errors.js'
 import { PATTERN_RE, type Principal } from './permissions.js'
+import { isValidChannel } from '../protocol/channel.js'
 
 /** Most patterns a token's `subscribe` or `publish` claim may carry. */
 export const MAX_PATTERNS = 256
@@ -24,7 +25,7 @@ export function tokenOf (request: FastifyRequest): string | undefined {
 
 /** Turns verified claims into a principal, refusing tokens whose claims have the wrong shape. */
 export function principalOf (claims: Record<string, unknown>): Principal {
-  const { sub, subscribe = [], publish = [], exp, info, iat, jti } = claims
+  const { sub, subscribe = [], publish = [], exp, info, iat, jti, channels } = claims
   if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) throw new Errors.UNAUTHORIZED('claim "sub" must be a non-empty string')
   for (const [name, list] of [['subscribe', subscribe], ['publish', publish]] as const) {
     if (!Array.isArray(list) || list.length > MAX_PATTERNS || !list.every((p) => typeof p === 'string' && PATTERN_RE.test(p))) {
@@ -35,6 +36,12 @@ export function principalOf (claims: Record<string, unknown>): Principal {
   const principal: Principal = { sub, subscribe: subscribe as string[], publish: publish as string[], exp: typeof exp === 'number' && Number.isFinite(exp) ? Math.floor(exp) : undefined, info }
   if (typeof iat === 'number' && Number.isFinite(iat)) principal.iat = Math.floor(iat)
   if (typeof jti === 'string' && jti.length > 0 && jti.length <= 256) principal.jti = jti
+  if (channels !== undefined) {
+    if (!Array.isArray(channels) || channels.length > MAX_PATTERNS || !channels.every(isValidChannel)) {
+      throw new Errors.UNAUTHORIZED(`claim "channels" must be an array of at most ${MAX_PATTERNS} channel names`)
+    }
+    if (channels.length > 0) principal.channels = [...new Set(channels)]
+  }
   return principal
 }
 

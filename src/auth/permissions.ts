@@ -1,3 +1,5 @@
+import { channelUsers } from '../protocol/channel.js'
+
 /**
  * Channel patterns in a token's `subscribe` and `publish` claims. A pattern is a channel name in which `*`
  * stands for any run of characters (also none, also `:`): `chat:*` allows `chat:lobby` and `chat:a:b`;
@@ -15,6 +17,10 @@ export interface Principal {
   iat?: number
   /** Token id (`jti`), when the token has one: a revocation may name it. */
   jti?: string
+  /** Channels the server subscribes the connection to on connect (the `channels` claim, or the connect hook's). */
+  channels?: string[]
+  /** Admitted by the connect hook (docs/proxy.md), not by a token: the refresh hook extends it. */
+  proxied?: true
 }
 
 export type Action = 'subscribe' | 'publish'
@@ -48,7 +54,31 @@ export function matches (pattern: string, channel: string): boolean {
 /** Characters a permission pattern may hold: those of channel names, and `*`. */
 export const PATTERN_RE = /^[A-Za-z0-9_.:@*-]{1,256}$/
 
+/**
+ * Whether the principal may do `action` on `channel`. Subscribing (and reading history or presence, which go with
+ * it) is also allowed on the channels the server subscribes it to (`channels`); a user-limited channel
+ * (`name#alice,bob`) only by the subjects it lists, whatever the patterns say (`*` must not open another user's
+ * channel). Publishing goes by the patterns alone.
+ */
 export function can (principal: Principal, action: Action, channel: string): boolean {
+  if (action === 'subscribe') {
+    if (principal.channels !== undefined && principal.channels.includes(channel)) return true
+    const users = channelUsers(channel)
+    if (users !== undefined) return users.includes(principal.sub)
+  }
   for (const pattern of principal[action]) if (matches(pattern, channel)) return true
   return false
+}
+
+/**
+ * How a client's own subscribe is decided: allowed by the token, refused, or (a namespace with `subscribeProxy`)
+ * asked of the application's subscribe hook — which then decides instead of the patterns; a user-limited channel
+ * still admits only its subjects.
+ */
+export function subscribeRule (principal: Principal, channel: string, proxied: boolean): 'allow' | 'ask' | 'deny' {
+  if (principal.channels !== undefined && principal.channels.includes(channel)) return 'allow'
+  const users = channelUsers(channel)
+  if (users !== undefined && !users.includes(principal.sub)) return 'deny'
+  if (proxied) return 'ask'
+  return can(principal, 'subscribe', channel) ? 'allow' : 'deny'
 }

@@ -3,15 +3,18 @@ import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyRequest } from 'fastify'
 import type { HeraldConfig } from '../config.js'
-import { Errors } from '../errors.js'
+import { Errors, asHeraldError, isTemporary } from '../errors.js'
 import { type Principal, type Action, can } from '../auth/permissions.js'
 import { VerifiedTokens, principalOf, tokenOf } from '../auth/jwt.js'
 import { KeyedCounter } from '../session/admission.js'
+import type { TransportName } from '../protocol/transports.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** The token may come as `?token=` (WebSocket, SSE, long-poll: clients that cannot set headers). */
     queryToken?: boolean
+    /** A transport's route: a request without a token may be admitted by the connect hook (docs/proxy.md). */
+    transport?: TransportName
   }
   interface FastifyRequest {
     principal: Principal | null
@@ -89,18 +92,48 @@ export default fp(async function authPlugin (fastify) {
     return principalOf(claims)
   }
 
+  /**
+   * A connection without a token, admitted by the application's connect hook from its own credentials (a session
+   * cookie, say: PROXY_HEADERS). Its answer is checked like token claims; it counts as issued now (a revocation of
+   * its subject from before stays behind it), and a revocation by subject still refuses it while it lasts.
+   */
+  const proxy = fastify.heraldProxy
+  async function connectByHook (transport: TransportName, request: FastifyRequest): Promise<Principal> {
+    const answer = await proxy.call('connect', { transport, headers: proxy.selectHeaders(request.headers), ip: request.ip })
+    let principal: Principal
+    try {
+      principal = principalOf(answer as Record<string, unknown>)
+    } catch (err) {
+      fastify.log.warn({ err: (err as Error).message }, 'connect hook answer refused')
+      throw new Errors.PROXY_UNAVAILABLE('connect', 'its answer is not valid: ' + (err as Error).message)
+    }
+    const now = Date.now() / 1000
+    if (principal.exp !== undefined && principal.exp <= now) throw new Errors.PROXY_UNAVAILABLE('connect', 'it answered an exp in the past')
+    principal.iat = Math.floor(now)
+    principal.proxied = true
+    const revoked = revocations.check(principal)
+    if (revoked !== undefined) throw new Errors.TOKEN_REVOKED(revoked)
+    return principal
+  }
+
   fastify.decorate('verifyToken', verifyToken)
   fastify.decorate('authenticate', async (request: FastifyRequest) => {
     const blocked = failures.blockedFor(request.ip)
     if (blocked > 0) throw new Errors.RATE_LIMITED(`${Math.ceil(blocked / 1000)}s (too many failed authentications)`)
     try {
       const token = tokenOf(request)
+      const transport = request.routeOptions.config.transport
+      if (token === undefined && transport !== undefined && proxy.has('connect')) {
+        request.principal = await connectByHook(transport, request)
+        return request.principal
+      }
       if (token === undefined) throw new Errors.UNAUTHORIZED(request.routeOptions.config.queryToken === true ? 'no token (send "Authorization: Bearer <jwt>" or ?token=<jwt>)' : 'no token (send "Authorization: Bearer <jwt>")')
       const principal = await verifyToken(token)
       request.principal = principal
       return principal
     } catch (err) {
-      failures.add(request.ip)
+      // A hook that is down says nothing about the client: only refusals count.
+      if (!isTemporary(asHeraldError(err))) failures.add(request.ip)
       throw err
     }
   })
@@ -127,7 +160,7 @@ export default fp(async function authPlugin (fastify) {
   fastify.decorate('authorize', (principal: Principal, action: Action, channel: string) => {
     if (!can(principal, action, channel)) throw new Errors.FORBIDDEN(action, channel)
   })
-}, { name: 'herald-auth', dependencies: ['herald-config', 'herald-revocations'] })
+}, { name: 'herald-auth', dependencies: ['herald-config', 'herald-revocations', 'herald-proxy'] })
 
 function digest (text: string): Buffer { return createHash('sha256').update(text).digest() }
 

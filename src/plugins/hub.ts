@@ -24,6 +24,6 @@ export default fp(async function hubPlugin (fastify) {
   })
   metrics.collectFrom({ channels: () => hub.channelCount, subscriptions: () => hub.subscriptionCount })
   fastify.decorate('heraldHub', hub)
-  fastify.decorate('heraldPublisher', new Publisher({ broker, namespaces, metrics }))
+  fastify.decorate('heraldPublisher', new Publisher({ broker, namespaces, metrics, proxy: fastify.heraldProxy }))
   fastify.addHook('onClose', async () => { hub.close() })
-}, { name: 'herald-hub', dependencies: ['herald-config', 'herald-bus', 'herald-namespaces', 'herald-presence', 'herald-metrics'] })
+}, { name: 'herald-hub', dependencies: ['herald-config', 'herald-bus', 'herald-namespaces', 'herald-presence', 'herald-metrics', 'herald-proxy'] })

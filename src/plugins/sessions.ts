@@ -22,7 +22,8 @@ export default fp(async function sessionsPlugin (fastify) {
       metrics,
       log: fastify.log as unknown as Logger,
       maxBufferBytes: config.maxBufferBytes,
-      maxSubscriptions: config.maxSubscriptions
+      maxSubscriptions: config.maxSubscriptions,
+      proxy: fastify.heraldProxy
     },
     {
       publisher: fastify.heraldPublisher,

@@ -1,13 +1,13 @@
 import Type, { type Static, type TProperties, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
-import { CHANNEL_PATTERN } from './channel.js'
+import { CHANNEL_DESCRIPTION, CHANNEL_PATTERN } from './channel.js'
 
 /**
  * Client -> server frames of the WebSocket protocol (docs/protocol.md; its tables are checked against these
  * schemas). Every frame is one JSON object with a `type`. Server frames: frames.ts.
  */
 
-export const Channel = Type.String({ pattern: CHANNEL_PATTERN, description: 'Channel name: 1–128 of A-Z a-z 0-9 _ - . : @' })
+export const Channel = Type.String({ pattern: CHANNEL_PATTERN, description: CHANNEL_DESCRIPTION })
 export const FrameId = Type.String({ minLength: 1, maxLength: 128, description: 'Client-chosen id; the frame is answered by an `ack` or `error` with the same id. On `publish` it is also the idempotency key.' })
 export const Position = Type.Object({
   offset: Type.Integer({ minimum: 0, description: 'Last offset seen' }),

@@ -13,11 +13,18 @@ import { shouldReconnect } from './codes.js'
 export const RecoveryFailure = Type.Union([Type.Literal('epoch_changed'), Type.Literal('history_trimmed'), Type.Literal('offset_ahead')])
 export type RecoveryFailure = Static<typeof RecoveryFailure>
 
+/** An application's own refusal, passed on by a proxy hook (HERALD_ERR_PROXY_REFUSED; docs/proxy.md). */
+export const AppError = Type.Object({
+  code: Type.String({ description: 'The application\'s error code' }),
+  message: Type.Optional(Type.String({ description: 'The application\'s message' }))
+}, { description: 'The application\'s own code and message, when a proxy hook refused with one' })
+
 export const ConnectedFrame = Type.Object({
   type: Type.Literal('connected'),
   client: Type.String({ description: 'Connection id' }),
   sub: Type.String({ description: 'The token subject' }),
-  pingInterval: Type.Integer({ description: 'Seconds between server pings; a client may treat twice this much silence as a dead connection' })
+  pingInterval: Type.Integer({ description: 'Seconds between server pings; a client may treat twice this much silence as a dead connection' }),
+  channels: Type.Optional(Type.Array(Channel, { description: 'Channels the server subscribes this connection to now (the token\'s or connect hook\'s `channels`), each confirmed by a `subscribed` frame with `server: true`. A client drops any server-made subscription of an earlier connection that is not listed' }))
 })
 
 export const SubscribedFrame = Type.Object({
@@ -28,7 +35,8 @@ export const SubscribedFrame = Type.Object({
   recovered: Type.Optional(Type.Boolean({ description: 'Present when the subscribe had `since`: true if every event after it follows' })),
   reason: Type.Optional(RecoveryFailure),
   replayed: Type.Integer({ description: 'Events replayed from history right after this frame' }),
-  server: Type.Optional(Type.Literal(true, { description: 'Present when the server API made this subscription: the client did not ask for it' }))
+  server: Type.Optional(Type.Literal(true, { description: 'Present when the server made this subscription (the token\'s or connect hook\'s `channels`, or the server API): the client did not ask for it' })),
+  data: Type.Optional(Type.Unknown({ description: 'What the subscribe hook answered as `data` (docs/proxy.md), for this subscriber' }))
 })
 
 export const UnsubscribedFrame = Type.Object({
@@ -63,7 +71,8 @@ export const ErrorFrame = Type.Object({
   code: Type.String({ description: 'A HERALD_ERR_* code (docs/errors.md)' }),
   message: Type.String(),
   id: Type.Optional(FrameId),
-  channel: Type.Optional(Channel)
+  channel: Type.Optional(Channel),
+  app: Type.Optional(AppError)
 })
 
 export const PongFrame = Type.Object({
@@ -135,8 +144,8 @@ export const frame = {
   unsubscribed: (channel: string, reason: string, resubscribe?: true): string =>
     JSON.stringify(resubscribe === true ? { type: 'unsubscribed', channel, reason, resubscribe } : { type: 'unsubscribed', channel, reason }),
   ack: (id: string, body: Omit<Body<'ack'>, 'id'> = {}): string => JSON.stringify({ type: 'ack', id, ...body }),
-  error: (err: { code: string, message: string }, id?: string, channel?: string): string =>
-    JSON.stringify({ type: 'error', code: err.code, message: err.message, id, channel }),
+  error: (err: { code: string, message: string, app?: unknown }, id?: string, channel?: string): string =>
+    JSON.stringify({ type: 'error', code: err.code, message: err.message, id, channel, app: err.app }),
   pong: (id?: string): string => JSON.stringify({ type: 'pong', id }),
   presence: (channel: string, id: string | undefined, body: { members: Member[], count: { members: number, connections: number } }): string =>
     JSON.stringify({ type: 'presence', channel, id, ...body }),

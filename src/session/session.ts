@@ -8,12 +8,13 @@ import type { PresenceMember } from '../presence/presence.js'
 import type { Transport } from '../transports/transport.js'
 import type { Connection, SessionRegistry } from './registry.js'
 import type { TransportName } from '../protocol/transports.js'
-import { type Principal, can } from '../auth/permissions.js'
+import { type Principal, can, subscribeRule } from '../auth/permissions.js'
 import { StreamCursor, type StreamPosition } from '../protocol/cursor.js'
 import { CloseCodes } from '../protocol/codes.js'
 import { frame } from '../protocol/frames.js'
 import { Errors, asHeraldError, isHeraldError } from '../errors.js'
 import { Outbox, type OutboxTarget } from './outbox.js'
+import type { ProxyHooks } from '../proxy/hooks.js'
 
 /** What every session needs, built once per Herald instance (session/sessions.ts). */
 export interface SessionServices {
@@ -24,6 +25,8 @@ export interface SessionServices {
   log: Logger
   maxBufferBytes: number
   maxSubscriptions: number
+  /** The application's hooks (docs/proxy.md): subscribe (namespaces with subscribeProxy) and refresh. */
+  proxy?: ProxyHooks
 }
 
 export interface SessionOptions {
@@ -35,8 +38,15 @@ export interface SessionOptions {
   connection?: boolean
 }
 
-/** `server`: made by the server API (control/actions.ts), not asked for by the client; no token pattern needed. */
-interface SubState { active: boolean, ns: NamespaceOptions | undefined, server: boolean }
+/**
+ * `server`: made by the server (the principal's `channels`, or the server API: control/actions.ts), not asked for by
+ * the client; no token pattern needed. `data`: what the subscribe hook gave this subscriber, sent with `subscribed`.
+ */
+interface SubState { active: boolean, ns: NamespaceOptions | undefined, server: boolean, data?: unknown }
+
+/** How long before a hook-admitted connection's `exp` the refresh hook is asked; and the least time left to ask. */
+const REFRESH_LEAD_MS = 30_000
+const MIN_REFRESH_MS = 500
 
 /** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
 export const MAX_TIMER_MS = 0x7fffffff
@@ -115,8 +125,9 @@ export class Session implements Sink, Connection, OutboxTarget {
    * server API makes (`server`) needs no pattern in the token (the backend decided), but the namespace and the cap hold.
    */
   subscribe (channel: string, since?: StreamPosition, server = false): Promise<SubscribeResult> {
-    if (!server && !can(this.principal, 'subscribe', channel)) throw new Errors.FORBIDDEN('subscribe', channel)
     const ns = this.services.namespaces.require(channel)
+    const rule = server ? 'allow' : subscribeRule(this.principal, channel, ns.subscribeProxy)
+    if (rule === 'deny') throw new Errors.FORBIDDEN('subscribe', channel)
     if (this.subs.has(channel)) throw new Errors.ALREADY_SUBSCRIBED(channel)
     if (this.subs.size >= this.services.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(this.services.maxSubscriptions)
     const state: SubState = { active: false, ns, server }
@@ -127,6 +138,11 @@ export class Session implements Sink, Connection, OutboxTarget {
     const before = attempts.get(channel)
     const attempt = (before === undefined ? Promise.resolve() : before.catch(() => {})).then(async () => {
       if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
+      if (rule === 'ask') {
+        const answer = await this.services.proxy!.call('subscribe', { sub: this.sub, channel, info: this.principal.info, transport: this.transport.name })
+        if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
+        if (answer.data !== undefined) state.data = answer.data
+      }
       const running = this.running ??= new Map()
       running.set(channel, state)
       let result: SubscribeResult
@@ -188,7 +204,8 @@ export class Session implements Sink, Connection, OutboxTarget {
     const state = this.running?.get(result.channel)
     if (this.ended || state === undefined || this.subs.get(result.channel) !== state) { this.services.hub.unsubscribe(this, result.channel); return }
     state.active = true
-    this.outbox.control(frame.subscribed(state.server ? { ...result, server: true } : result), result)
+    const extra = state.server || state.data !== undefined
+    this.outbox.control(frame.subscribed(extra ? { ...result, ...(state.server ? { server: true as const } : {}), ...(state.data !== undefined ? { data: state.data } : {}) } : result), result)
   }
 
   deliver (pub: Publication, replay = false): void {
@@ -285,16 +302,45 @@ export class Session implements Sink, Connection, OutboxTarget {
     this.cleanup()
   }
 
-  /** At the token's expiry, unless a refresh came first, the connection is closed with 4501. */
+  /**
+   * At the token's expiry, unless a refresh came first, the connection is closed with 4501. A connection the
+   * connect hook admitted is instead asked about again before then (the refresh hook), and goes on or ends.
+   */
   private scheduleExpiry (): void {
     clearTimeout(this.expiry)
     const exp = this.principal.exp
     if (exp === undefined) return
+    if (this.principal.proxied === true && this.services.proxy?.has('refresh') === true && this.scheduleRefresh(exp)) return
     const next = expiryTimer(exp, Date.now())
     this.expiry = setTimeout(() => {
       if (next.expired) this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one')
       else this.scheduleExpiry()
     }, next.ms).unref()
+  }
+
+  /**
+   * Asks the refresh hook REFRESH_LEAD before `exp` (or half-way there, for a short-lived admission): a new `exp`
+   * extends the connection, a refusal closes it (4501), a hook that does not answer is asked again until `exp`
+   * comes, which then closes the connection as any expiry does. False when `exp` is too close to ask first.
+   */
+  private scheduleRefresh (exp: number): boolean {
+    const left = exp * 1000 - Date.now()
+    if (left < 2 * MIN_REFRESH_MS) return false
+    const at = Math.min(left - Math.min(REFRESH_LEAD_MS, left / 2), MAX_TIMER_MS)
+    this.expiry = setTimeout(() => {
+      const asked = this.principal
+      this.services.proxy!.call('refresh', { sub: this.sub, transport: this.transport.name, info: this.principal.info }).then((answer) => {
+        if (this.ended || this.principal !== asked) return
+        if (answer.exp * 1000 <= Date.now()) { this.close(CloseCodes.TOKEN_EXPIRED, 'the application did not extend the connection'); return }
+        this.principal = { ...asked, exp: Math.floor(answer.exp), ...(answer.info !== undefined ? { info: answer.info } : {}) }
+        this.scheduleExpiry()
+      }, (err: unknown) => {
+        if (this.ended || this.principal !== asked) return
+        if (asHeraldError(err).code === 'HERALD_ERR_PROXY_REFUSED') { this.close(CloseCodes.TOKEN_EXPIRED, 'the application ended the connection (refresh refused)'); return }
+        this.scheduleExpiry() // not answered: ask again (or, too close to exp now, expire there)
+      })
+    }, at).unref()
+    return true
   }
 
   private cleanup (): void {

@@ -12,7 +12,7 @@ function keyOf (channels: readonly string[], positions: (channel: string) => { o
   return [...channels].sort().map((channel) => {
     const pos = positions(channel)
     return pos === undefined ? channel : channel + '=' + pos.offset + '@' + pos.epoch
-  }).join(',')
+  }).join(' ') // a space: no channel name holds one (a user-limited name holds commas)
 }
 
 /** The key of a session only its subject's polls continue (sub and channel names cannot hold a NUL). */
@@ -64,7 +64,8 @@ export class PollSessions {
         return Promise.resolve({ body: '{"events":[],"cursor":' + JSON.stringify(encodeCursor(request.cursor)) + ',"disconnect":' + disconnectJson({ code, reason }) + '}' })
       }
     }
-    const transport = this.byKey.get(personal) ?? this.byKey.get(key) ?? this.start(principal, request, key)
+    // A stream the subscribe hook decided for this subject is never continued by another's poll.
+    const transport = this.byKey.get(personal) ?? (request.personal ? undefined : this.byKey.get(key)) ?? this.start(principal, request, request.personal ? personal : key)
     return new Promise((resolve) => {
       const { cancel } = transport.wait(principal, timeoutSeconds, resolve)
       admission?.release()
@@ -107,6 +108,7 @@ export class PollSessions {
     this.makeRoom(principal.sub)
     const transport = new PollTransport([...request.channels], this)
     transport.key = key
+    transport.personal = request.personal
     for (const channel of request.channels) {
       const pos = request.cursor.get(channel)
       if (pos !== undefined) transport.keyPositions.set(channel, pos)
@@ -145,7 +147,7 @@ function subscribeAll (transport: PollTransport, request: StreamRequest): void {
     if (pos !== undefined) session.cursor.set(channel, pos)
     let subscribing
     try {
-      subscribing = session.subscribe(channel, pos)
+      subscribing = session.subscribe(channel, pos, request.serverChannels.has(channel))
     } catch (err) {
       session.close(CloseCodes.NORMAL, 'subscribe refused')
       throw err
