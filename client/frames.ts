@@ -30,7 +30,7 @@ export interface SubscribedFrame {
 }
 export interface UnsubscribedFrame { type: 'unsubscribed', channel: string, reason?: string, resubscribe?: boolean }
 export interface EventFrame { type: 'event', channel: string, offset: number, epoch: string, ts: number, event?: string, data: unknown }
-export interface AckFrame { type: 'ack', id: string, channel?: string, offset?: number, epoch?: string, duplicate?: boolean, exp?: number }
+export interface AckFrame { type: 'ack', id: string, channel?: string, offset?: number, epoch?: string, duplicate?: boolean, stale?: true, exp?: number }
 export interface ErrorFrame { type: 'error', code: string, message: string, id?: string, channel?: string, app?: { code: string, message?: string } }
 export interface PongFrame { type: 'pong', id?: string }
 export interface PresenceMember { sub: string, info?: unknown, connections: Array<{ client: string, connectedAt: number }> }
@@ -59,7 +59,7 @@ export interface PollAnswer {
 export type ClientFrame =
   | { type: 'subscribe', channel: string, since?: Position, id?: string }
   | { type: 'unsubscribe', channel: string, id?: string }
-  | { type: 'publish', channel: string, data: unknown, event?: string, id?: string }
+  | { type: 'publish', channel: string, data: unknown, event?: string, id?: string, version?: number }
   | { type: 'ping', id?: string }
   | { type: 'presence', channel: string, id?: string }
   | { type: 'refresh', token: string, id?: string }

@@ -59,6 +59,8 @@ export interface PublishOptions {
   event?: string
   /** Idempotency id; generated when absent. A retry of the same publish reuses it, so it is stored once. */
   id?: string
+  /** Version of the value (latest-value channels): at or below the channel's last one, the publish is dropped (`stale`). */
+  version?: number
 }
 
 export interface PublishAck {
@@ -67,6 +69,8 @@ export interface PublishAck {
   epoch: string
   /** True when the id had been stored already (a retry): this is the first result. */
   duplicate: boolean
+  /** The publish's `version` was at or below the channel's last: dropped; offset/epoch are the channel's top. */
+  stale?: true
 }
 
 export interface PresenceInfo { channel: string, members: PresenceMember[], count: { members: number, connections: number } }

@@ -17,6 +17,7 @@ interface PendingPublish {
   channel: string
   data: unknown
   event?: string
+  version?: number
   attempts: number
   settled: boolean
   resolve: (ack: PublishAck) => void
@@ -59,6 +60,7 @@ export class Publisher {
         channel,
         data: data === undefined ? null : data,
         event: options.event,
+        ...(options.version !== undefined ? { version: options.version } : {}),
         attempts: 0,
         settled: false,
         resolve: (ack) => { if (!item.settled) { item.settled = true; resolve(ack) } },
@@ -78,7 +80,7 @@ export class Publisher {
       for (let item = this.queue.shift(); item !== undefined; item = this.queue.shift()) {
         if (item.settled) continue
         this.inflight.set(item.id, item)
-        t.send!({ type: 'publish', channel: item.channel, data: item.data, event: item.event, id: item.id })
+        t.send!({ type: 'publish', channel: item.channel, data: item.data, event: item.event, id: item.id, version: item.version })
       }
     } else {
       void this.restPump()
@@ -91,7 +93,7 @@ export class Publisher {
     if (item === undefined) return false
     this.inflight.delete(frame.id)
     this.options.retryBackoff.reset()
-    item.resolve({ channel: frame.channel ?? item.channel, offset: frame.offset ?? 0, epoch: frame.epoch ?? '', duplicate: frame.duplicate === true })
+    item.resolve({ channel: frame.channel ?? item.channel, offset: frame.offset ?? 0, epoch: frame.epoch ?? '', duplicate: frame.duplicate === true, ...(frame.stale === true ? { stale: true as const } : {}) })
     return true
   }
 
@@ -151,14 +153,14 @@ export class Publisher {
   private async restPublish (item: PendingPublish): Promise<'done' | 'retry' | 'token'> {
     let res: Response
     try {
-      res = await this.options.rest.publish(item.channel, { data: item.data, event: item.event, id: item.id })
+      res = await this.options.rest.publish(item.channel, { data: item.data, event: item.event, id: item.id, version: item.version })
     } catch {
       return 'retry'
     }
     if (res.status === 201 || res.status === 200) {
       try {
         const body = await res.json() as PublishAck
-        item.resolve({ channel: body.channel, offset: body.offset, epoch: body.epoch, duplicate: body.duplicate === true })
+        item.resolve({ channel: body.channel, offset: body.offset, epoch: body.epoch, duplicate: body.duplicate === true, ...(body.stale === true ? { stale: true as const } : {}) })
         return 'done'
       } catch {
         return 'retry'

@@ -39,7 +39,7 @@ export class Rest {
   }
 
   /** POST one event to `channel`; throws when there is no token or no answer. */
-  async publish (channel: string, body: { data: unknown, event?: string, id: string }): Promise<Response> {
+  async publish (channel: string, body: { data: unknown, event?: string, id: string, version?: number }): Promise<Response> {
     await this.tokens.ensure()
     return await this.fetchFn(`${this.url}/v1/channels/${encodeURIComponent(channel)}/events`, {
       method: 'POST',

@@ -19,6 +19,7 @@ export const NamespaceOptionsSchema = Type.Object({
   presenceCountsOnly: Type.Boolean({ default: false, description: 'Very large rooms: send only member/connection counts, never member lists' }),
   maxMembers: Type.Integer({ minimum: 0, default: 0, description: 'Most distinct members (subs) per channel, cluster-wide (needs presence; 0 = unlimited)' }),
   clientPublish: Type.Boolean({ default: true, description: 'Whether clients may publish over WebSocket (the token must allow it too)' }),
+  latest: Type.Boolean({ default: false, description: 'Latest-value channel: a subscriber without a position first gets the channel\'s latest event (from history), then live ones' }),
   subscribeProxy: Type.Boolean({ default: false, description: 'Each subscription a client asks for is decided by the application\'s subscribe hook (PROXY_SUBSCRIBE_URL; docs/proxy.md) instead of the token\'s patterns' }),
   publishProxy: Type.Boolean({ default: false, description: 'Each client publish is decided (and may be rewritten) by the application\'s publish hook (PROXY_PUBLISH_URL) instead of the token\'s patterns' }),
   maxSubscribers: Type.Integer({ minimum: 0, default: 0, description: 'Most subscribers per channel on one node (0 = unlimited)' }),

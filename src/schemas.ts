@@ -3,7 +3,7 @@ import type { HistoryResult } from './bus/broker.js'
 import { Errors } from './errors.js'
 import Type from 'typebox'
 import { CHANNEL_DESCRIPTION, CHANNEL_PATTERN } from './protocol/channel.js'
-import { EventName, FrameId } from './protocol/client-frames.js'
+import { EventName, FrameId, Version } from './protocol/client-frames.js'
 import { AppError } from './protocol/frames.js'
 
 /** TypeBox schemas of the REST routes (frames live in protocol/frames.ts). */
@@ -28,7 +28,8 @@ export const ChannelParams = Type.Object({
 export const PublishBody = Type.Object({
   data: Type.Unknown({ description: 'Any JSON value' }),
   event: Type.Optional(EventName),
-  id: Type.Optional(FrameId)
+  id: Type.Optional(FrameId),
+  version: Type.Optional(Version)
 }, { additionalProperties: false, required: ['data'] })
 
 export const PublishHeaders = Type.Object({
@@ -39,7 +40,8 @@ export const PublishReply = Type.Object({
   channel: Type.String(),
   offset: Type.Integer({ minimum: 1 }),
   epoch: Type.String(),
-  duplicate: Type.Boolean({ description: 'True when the idempotency key had been used: this is the first publish\'s result' })
+  duplicate: Type.Boolean({ description: 'True when the idempotency key had been used: this is the first publish\'s result' }),
+  stale: Type.Optional(Type.Literal(true, { description: 'A versioned publish at or below the channel\'s last version: dropped (200); offset/epoch are the channel\'s top' }))
 })
 
 export const HistoryQuery = Type.Object({

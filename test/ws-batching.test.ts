@@ -8,8 +8,8 @@ import { startHerald, WsClient } from './helper.js'
  * Event frames a WebSocket gets in one turn of the event loop go out in one write (one syscall), in order, and
  * before any other frame sent after them. Counted on the server's real TCP socket.
  */
-async function setup (t: Parameters<typeof startHerald>[0]): Promise<{ app: Awaited<ReturnType<typeof startHerald>>['app'], client: WsClient, writes: () => number }> {
-  const { app, wsUrl } = await startHerald(t)
+async function setup (t: Parameters<typeof startHerald>[0], writeDelayMs = 0): Promise<{ app: Awaited<ReturnType<typeof startHerald>>['app'], client: WsClient, writes: () => number }> {
+  const { app, wsUrl } = await startHerald(t, { config: { ws: { writeDelayMs } } })
   const client = await WsClient.connect(wsUrl)
   t.after(() => { client.socket.terminate() })
   await client.subscribe('batch:1')
@@ -56,4 +56,31 @@ test('WebSocket: a frame sent after batched events (here the drain close) goes o
   const closed = await client.waitClosed()
   assert.equal(closed.code, 1012)
   assert.deepEqual(client.frames.filter((f) => f.type === 'event').map((f) => (f.data as { i: number }).i), [1, 2])
+})
+
+test('WS_WRITE_DELAY_MS (config ws.writeDelayMs): events of several turns wait and go out together; any other frame flushes them first', async (t) => {
+  // The longest delay allowed: the ping below lets the events out first, unless the machine stalls for that long.
+  const { app, client, writes } = await setup(t, 1000)
+  const broker = app.herald.broker
+  // What a pong costs in writes, with nothing held.
+  client.send({ type: 'ping', id: 'base' })
+  await client.waitFor((f) => f.type === 'pong' && f.id === 'base')
+  const pongWrites = writes()
+  const start = Date.now()
+  for (let i = 1; i <= 3; i++) {
+    await broker.publish({ channel: 'batch:1', data: { i } })
+    await new Promise((resolve) => setImmediate(resolve)) // each in a turn of its own
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const heldBefore = writes() - pongWrites
+  const withinWindow = Date.now() - start < 1000
+  client.send({ type: 'ping', id: 'flush' })
+  await client.waitFor((f) => f.type === 'pong' && f.id === 'flush')
+  const kinds = client.frames.filter((f) => f.type === 'event' || (f.type === 'pong' && f.id === 'flush')).map((f) => f.type === 'pong' ? 'pong' : (f.data as { i: number }).i)
+  assert.deepEqual(kinds, [1, 2, 3, 'pong'], 'the held events before the pong, in order')
+  // Without the delay these are three writes (one per turn) and the pong a fourth.
+  if (withinWindow) {
+    assert.equal(heldBefore, 0, 'held, not written, within the window')
+    assert.equal(writes() - 2 * pongWrites, 1, 'three events of three turns went out together, in one write')
+  }
 })

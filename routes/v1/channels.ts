@@ -18,24 +18,28 @@ const channelRoutes: FastifyPluginAsync = async (plain) => {
       if (body === null || typeof body !== 'object' || Array.isArray(body)) return
       const unknown = Object.keys(body).filter((key) => !Object.hasOwn(PublishBody.properties, key))
       if (unknown.length > 0) throw new Errors.VALIDATION('body must NOT have additional properties: ' + unknown.join(', '))
+      // Not coerced (Ajv would read "3" as 3 and null as 0, and a null meant as "no version" would then compare).
+      const version = (body as { version?: unknown }).version
+      if (version !== undefined && typeof version !== 'number') throw new Errors.VALIDATION('body/version must be a whole number')
     },
     schema: {
       summary: 'Publish an event',
-      description: 'Stored in the bus (offset assigned) before the answer. `id` or `Idempotency-Key` makes a retry within IDEMPOTENCY_TTL return the first result.',
+      description: 'Stored in the bus (offset assigned) before the answer (201). `id` or `Idempotency-Key` makes a retry within IDEMPOTENCY_TTL return the first result. With `version`, a publish at or below the channel\'s last version is dropped and answered 200 with `stale: true`.',
       tags: ['channels'],
       security: [{ bearer: [] }],
       params: ChannelParams,
       headers: PublishHeaders,
       body: PublishBody,
-      response: { 201: PublishReply, ...errors, 409: ErrorBody, 413: ErrorBody }
+      response: { 200: PublishReply, 201: PublishReply, ...errors, 409: ErrorBody, 413: ErrorBody }
     }
   }, async (request, reply) => {
     const { channel } = request.params
     const headerKey = request.headers['idempotency-key']
-    const { data, event, id } = request.body
+    const { data, event, id, version } = request.body
     if (headerKey !== undefined && id !== undefined && headerKey !== id) throw new Errors.VALIDATION('Idempotency-Key header and body "id" differ')
-    const result = await publisher.publish(request.principal!, { channel, data, event, id: id ?? headerKey }, 'rest')
-    return reply.code(201).send(result)
+    const result = await publisher.publish(request.principal!, { channel, data, event, id: id ?? headerKey, version }, 'rest')
+    // A stale versioned publish stored nothing: 200, not 201 Created.
+    return reply.code(result.stale === true ? 200 : 201).send(result)
   })
 
   fastify.get('/channels/:channel/events', {

@@ -51,7 +51,7 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       // child logger (a pino child per connection, ~300 bytes): the node's logger, with the client id, will do.
       const log = fastify.log
       socket.on('error', (err) => { log.debug({ err: err.message }, 'websocket error'); socket.terminate() })
-      const transport = new WsTransport(socket, metrics.delivered)
+      const transport = new WsTransport(socket, metrics.delivered, config.ws.writeDelayMs)
       const session = sessions.open(transport, request.principal!, {}, request.admission ?? undefined)
       transport.attach(session, sessions.commands(session), log as unknown as Logger)
       heartbeat.add(transport)

@@ -15,6 +15,8 @@ interface ChannelStream {
   lastUsed: number
   /** Age bound of the channel's namespace, once known. */
   ttlSeconds?: number
+  /** The last `version` published (versioned publishes: see PublishRequest.version). */
+  version?: number
 }
 
 const SWEEP_MS = 30_000
@@ -68,6 +70,10 @@ export class MemoryBroker implements Broker {
         if (prev.hash !== hash) throw new Errors.IDEMPOTENCY_CONFLICT(req.idempotencyKey, req.channel)
         return { channel: req.channel, offset: prev.offset, epoch: stream.epoch, duplicate: true }
       }
+    }
+    if (req.version !== undefined) {
+      if (stream.version !== undefined && req.version <= stream.version) return { channel: req.channel, offset: stream.top, epoch: stream.epoch, duplicate: false, stale: true }
+      stream.version = req.version
     }
     const offset = ++stream.top
     const pub: Publication = { channel: req.channel, offset, epoch: stream.epoch, ts: now, frame: frame.eventHead(JSON.stringify(req.channel), offset, stream.epoch) + frameTail(req, now) }

@@ -70,7 +70,7 @@ export class RedisBroker implements Broker {
     const args = [
       base + ':m', base + ':s', idemKey,
       frameTail(req, ts), newEpoch(), req.historySize ?? history.size, req.historyTtlSeconds ?? history.ttlSeconds, history.metaTtlSeconds,
-      idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts]
+      idempotencyTtlSeconds, base, JSON.stringify(req.channel), hash, ts, req.version === undefined ? '' : String(req.version)]
     const replicas = this.options.wait?.replicas ?? 0
     const reply = replicas === 0
       ? await busCall(() => this.cmd.heraldPublish(...args))
@@ -80,6 +80,7 @@ export class RedisBroker implements Broker {
       if (prevHash !== hash) throw new Errors.IDEMPOTENCY_CONFLICT(req.idempotencyKey, req.channel)
       return { channel: req.channel, offset: Number(offset), epoch, duplicate: true }
     }
+    if (reply[0] === 'stale') return { channel: req.channel, offset: Number(reply[1]), epoch: String(reply[2]), duplicate: false, stale: true }
     return { channel: req.channel, offset: Number(reply[1]), epoch: String(reply[2]), duplicate: false }
   }
 

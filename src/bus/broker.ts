@@ -25,6 +25,11 @@ export interface PublishRequest {
   event?: string
   /** Makes a retried publish return the first result instead of publishing twice (within the idempotency window). */
   idempotencyKey?: string
+  /**
+   * The version of the value this event carries: a publish at or below the channel's last version is dropped (not
+   * stored, not delivered) and answered `stale`, so an update retried late never overwrites a newer one.
+   */
+  version?: number
   /** History bounds for this channel's namespace (default: the broker's). */
   historySize?: number
   historyTtlSeconds?: number
@@ -36,6 +41,8 @@ export interface PublishResult {
   epoch: string
   /** True when the idempotency key had already been used and this is the first publish's result. */
   duplicate: boolean
+  /** The publish carried a `version` at or below the channel's last: dropped; offset/epoch are the channel's top. */
+  stale?: true
 }
 
 export interface HistoryRequest {

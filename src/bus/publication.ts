@@ -9,7 +9,9 @@ export function frameTail (req: PublishRequest, ts: number): string {
 
 /** Fingerprint of a publish's content, to tell a retry from a different publish reusing an idempotency key. */
 export function contentHash (req: PublishRequest): string {
-  return createHash('sha1').update(req.event ?? '').update('\0').update(JSON.stringify(req.data)).digest('base64url').slice(0, 16)
+  const hash = createHash('sha1').update(req.event ?? '').update('\0').update(JSON.stringify(req.data))
+  if (req.version !== undefined) hash.update('\0v' + String(req.version))
+  return hash.digest('base64url').slice(0, 16)
 }
 
 const EPOCH_BYTES = 6

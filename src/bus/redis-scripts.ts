@@ -57,8 +57,10 @@ end`
  * the idempotency key — honoured for events of the current epoch and of the earlier ones in its line up to where
  * each ended here: a key outliving a reset stream must not answer with an offset of the dead one — then creates the stream
  * (and its epoch) if the channel has none, assigns the offset, appends, publishes and records the key.
+ * A versioned publish (ARGV[11], '' = none) at or below the channel's last version (meta field v) is dropped: not
+ * stored, not published, answered 'stale' with the channel's top.
  * ARGV: tail, candidate epoch, history size, history ttl, meta ttl, idempotency ttl, pub/sub channel, channel JSON,
- * content hash ('' = no key), ts.
+ * content hash ('' = no key), ts, version.
  */
 export const publishLua = (publish: 'PUBLISH' | 'SPUBLISH'): string => `
 ${REPLID_LUA}
@@ -80,11 +82,16 @@ if idem and epoch then
     if prevEpoch == epoch or inLineage(prevEpoch, tonumber(prevOffset), pe, po, pl) then return {'dup', prev} end
   end
 end
+if ARGV[11] ~= '' and epoch then
+  local last = redis.call('HGET', KEYS[1], 'v')
+  if last and tonumber(ARGV[11]) <= tonumber(last) then return {'stale', tonumber(redis.call('HGET', KEYS[1], 'o')), epoch} end
+end
 if not epoch then
   epoch = ARGV[2]
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0, 'r', replid)
 end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'v', ARGV[11]) end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local frame = '{"type":"event","channel":' .. ARGV[8] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[1]
 if tonumber(ARGV[3]) > 0 then

@@ -127,6 +127,9 @@ export class Hub {
       throw new Errors.ALREADY_SUBSCRIBED(channel)
     }
     const sub: Subscription = { offset: state.offset, buffer: null, member }
+    // A latest-value channel gives a new subscriber its latest event first: a replay from just before it.
+    const latest = since === undefined && ns?.latest === true && state.offset > 0
+    if (latest) since = { offset: state.offset - 1, epoch: state.epoch }
     if (since === undefined) {
       state.subs.set(sink, sub)
       if (state.subs.size === 1) this.occupancy?.(channel, true)
@@ -147,7 +150,8 @@ export class Hub {
         historyTtlSeconds: ns?.historyTtl,
         sub,
         current,
-        subscribed: (result) => sink.subscribed(result),
+        // Not a resume: whether history still held that event is no recovery to report.
+        subscribed: (result) => sink.subscribed(latest ? { channel: result.channel, offset: result.offset, epoch: result.epoch, replayed: result.replayed } : result),
         deliver: (pub) => state.deliverTo(sink, sub, pub, true),
         lost: (reason) => { this.unsubscribe(sink, channel); sink.lost(channel, reason) },
         turn: sink.replayTurn?.bind(sink) ?? (async () => () => {}),

@@ -22,7 +22,10 @@ function clientFrame<T extends string, P extends TProperties> (type: T, fields: 
 
 export const SubscribeFrame = clientFrame('subscribe', { channel: Channel, since: Type.Optional(Position) })
 export const UnsubscribeFrame = clientFrame('unsubscribe', { channel: Channel })
-export const PublishFrame = clientFrame('publish', { channel: Channel, data: Type.Unknown({ description: 'Any JSON value' }), event: Type.Optional(EventName) }, ['type', 'channel', 'data'])
+/** A value's version (versioned publishes): a whole number JavaScript holds exactly. */
+export const Version = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Version of the value this event carries: dropped (answered `stale`) when at or below the channel\'s last version, so a late retry never overwrites a newer value' })
+
+export const PublishFrame = clientFrame('publish', { channel: Channel, data: Type.Unknown({ description: 'Any JSON value' }), event: Type.Optional(EventName), version: Type.Optional(Version) }, ['type', 'channel', 'data'])
 export const PingFrame = clientFrame('ping', {})
 export const PresenceFrame = clientFrame('presence', { channel: Channel })
 export const RefreshFrame = clientFrame('refresh', { token: Type.String({ minLength: 1, maxLength: 16384, description: 'A new JWT for the same `sub`' }) })

@@ -63,6 +63,7 @@ export const AckFrame = Type.Object({
   offset: Type.Optional(Type.Integer({ description: 'For a publish: the stored offset' })),
   epoch: Type.Optional(Type.String()),
   duplicate: Type.Optional(Type.Boolean({ description: 'For a publish: the id had been used; this is the first result' })),
+  stale: Type.Optional(Type.Literal(true, { description: 'For a versioned publish: its `version` was at or below the channel\'s last, so it was dropped; offset/epoch are the channel\'s top' })),
   exp: Type.Optional(Type.Integer({ description: 'For a refresh: the new token\'s expiry (seconds since 1970), when it has one' }))
 })
 

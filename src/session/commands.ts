@@ -76,9 +76,9 @@ export class Commands {
     if (id !== undefined) this.session.send(frame.ack(id, { channel }))
   }
 
-  private async publish ({ channel, data, event, id }: PublishFrame): Promise<void> {
+  private async publish ({ channel, data, event, id, version }: PublishFrame): Promise<void> {
     try {
-      const result = await this.services.publisher.publish(this.session.principal, { channel, data, event, id }, 'websocket')
+      const result = await this.services.publisher.publish(this.session.principal, { channel, data, event, id, version }, 'websocket')
       if (id !== undefined) this.session.send(frame.ack(id, result))
     } catch (err) {
       this.session.fail(err, id, channel)
