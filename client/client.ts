@@ -144,10 +144,10 @@ export class HeraldClient extends Emitter<ClientEvents> implements SubscriptionO
    * Subscribes to `channel` (the same Subscription is returned for a channel already subscribed). With `since`,
    * events after that position are replayed first (or `recovery-failed` tells they cannot be).
    */
-  subscribe (channel: string, options: { since?: Position } = {}): Subscription {
+  subscribe (channel: string, options: { since?: Position, delta?: boolean } = {}): Subscription {
     if (this.state === 'closed') throw new HeraldError(ClientErrorCodes.CLOSED, 'the client is closed')
     if (!isValidChannel(channel)) throw new HeraldError('HERALD_ERR_BAD_CHANNEL', `Invalid channel name: ${JSON.stringify(channel)}`, { status: 400, channel })
-    return this.subs.get(channel) ?? this.subs.add(channel, options.since)
+    return this.subs.get(channel) ?? this.subs.add(channel, options.since, options.delta === true)
   }
 
   /** The subscription of `channel`, if any. */

@@ -32,7 +32,9 @@ export const ClientErrorCodes = {
   /** `getToken` threw or returned something that is not a token. */
   TOKEN: 'HERALD_CLIENT_TOKEN',
   /** A network request failed. */
-  NETWORK: 'HERALD_CLIENT_NETWORK'
+  NETWORK: 'HERALD_CLIENT_NETWORK',
+  /** A delta event could not be applied (it does not follow what this subscription holds): the subscription fails. */
+  DELTA: 'HERALD_CLIENT_DELTA'
 } as const
 
 /**

@@ -27,9 +27,11 @@ export interface SubscribedFrame {
   server?: true
   /** What the application's subscribe hook gave this subscriber. */
   data?: unknown
+  /** Delta delivery is on: live events may carry a JSON Patch of the previous data. */
+  delta?: true
 }
 export interface UnsubscribedFrame { type: 'unsubscribed', channel: string, reason?: string, resubscribe?: boolean }
-export interface EventFrame { type: 'event', channel: string, offset: number, epoch: string, ts: number, event?: string, data: unknown }
+export interface EventFrame { type: 'event', channel: string, offset: number, epoch: string, ts: number, event?: string, delta?: true, data: unknown }
 export interface AckFrame { type: 'ack', id: string, channel?: string, offset?: number, epoch?: string, duplicate?: boolean, stale?: true, exp?: number }
 export interface ErrorFrame { type: 'error', code: string, message: string, id?: string, channel?: string, app?: { code: string, message?: string } }
 export interface PongFrame { type: 'pong', id?: string }
@@ -57,7 +59,7 @@ export interface PollAnswer {
 
 /** The client frames the client sends. */
 export type ClientFrame =
-  | { type: 'subscribe', channel: string, since?: Position, id?: string }
+  | { type: 'subscribe', channel: string, since?: Position, id?: string, delta?: true }
   | { type: 'unsubscribe', channel: string, id?: string }
   | { type: 'publish', channel: string, data: unknown, event?: string, id?: string, version?: number }
   | { type: 'ping', id?: string }

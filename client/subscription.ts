@@ -1,7 +1,8 @@
 import { Emitter } from './emitter.js'
 import type { Position } from './cursor.js'
 import type { EventFrame, RecoveryReason, SubscribedFrame } from './frames.js'
-import type { HeraldError } from './errors.js'
+import jsonPatch from 'fast-json-patch'
+import { ClientErrorCodes, HeraldError } from './errors.js'
 
 /** One event of a channel, as the application sees it: each exactly once, in offset order. */
 export interface HeraldEvent {
@@ -77,8 +78,14 @@ export class Subscription extends Emitter<SubscriptionEvents> {
    */
   data: unknown
 
-  /** `server`: the server made it (the token's `channels`, the connect hook, the server API); the client did not ask. */
-  constructor (readonly channel: string, private readonly owner: SubscriptionOwner | undefined, since?: Position, readonly server = false) {
+  /** The data of the last event delivered, while delta delivery may patch it (`delta`). */
+  private lastData: unknown
+
+  /**
+   * `server`: the server made it (the token's `channels`, the connect hook, the server API); the client did not ask.
+   * `delta`: asked for delta delivery (namespaces with `delta`): events arrive whole all the same.
+   */
+  constructor (readonly channel: string, private readonly owner: SubscriptionOwner | undefined, since?: Position, readonly server = false, readonly delta = false) {
     super()
     if (since !== undefined) this.position = { offset: since.offset, epoch: since.epoch }
   }
@@ -118,8 +125,23 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (!this.active) return false
     const pos = this.position
     if (pos !== undefined && pos.epoch === frame.epoch && frame.offset <= pos.offset) return false
+    let data = frame.data
+    if (frame.delta === true) {
+      // A patch of the event just before, which the server sends only to a subscriber that holds it.
+      if (pos === undefined || pos.epoch !== frame.epoch || pos.offset !== frame.offset - 1) {
+        this.handleFailure(new HeraldError(ClientErrorCodes.DELTA, `a delta event at ${frame.offset} does not follow ${pos?.offset ?? 'nothing'}`, { channel: this.channel }))
+        return false
+      }
+      try {
+        data = jsonPatch.applyPatch(this.lastData, frame.data as jsonPatch.Operation[], true, false).newDocument
+      } catch (err) {
+        this.handleFailure(new HeraldError(ClientErrorCodes.DELTA, 'a delta event did not apply: ' + String((err as Error).message), { channel: this.channel }))
+        return false
+      }
+    }
+    if (this.delta) this.lastData = data
     this.position = { offset: frame.offset, epoch: frame.epoch }
-    const event: HeraldEvent = { channel: frame.channel, offset: frame.offset, epoch: frame.epoch, ts: frame.ts, data: frame.data }
+    const event: HeraldEvent = { channel: frame.channel, offset: frame.offset, epoch: frame.epoch, ts: frame.ts, data }
     if (frame.event !== undefined) event.event = frame.event
     this.emit('event', event)
     return true

@@ -30,8 +30,8 @@ export class Subscriptions {
 
   get (channel: string): Subscription | undefined { return this.subs.get(channel) }
 
-  add (channel: string, since: Position | undefined): Subscription {
-    const sub = new Subscription(channel, this.options.owner, since)
+  add (channel: string, since: Position | undefined, delta = false): Subscription {
+    const sub = new Subscription(channel, this.options.owner, since, false, delta)
     this.subs.set(channel, sub)
     const t = this.options.link.active
     if (t !== undefined) {
@@ -60,6 +60,7 @@ export class Subscriptions {
       if (!sub.active) continue
       const c: StreamChannel = sub.position === undefined ? { channel: sub.channel } : { channel: sub.channel, since: sub.position }
       if (sub.server) c.server = true
+      if (sub.delta) c.delta = true
       out.push(c)
     }
     return out
@@ -195,6 +196,6 @@ export class Subscriptions {
     this.wsSubscribed.add(sub.channel)
     const id = this.options.nextId('s')
     this.subscribeIds.set(id, sub.channel)
-    t.send!({ type: 'subscribe', channel: sub.channel, since: sub.position, id })
+    t.send!({ type: 'subscribe', channel: sub.channel, since: sub.position, id, ...(sub.delta ? { delta: true as const } : {}) })
   }
 }

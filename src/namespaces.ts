@@ -19,6 +19,7 @@ export const NamespaceOptionsSchema = Type.Object({
   presenceCountsOnly: Type.Boolean({ default: false, description: 'Very large rooms: send only member/connection counts, never member lists' }),
   maxMembers: Type.Integer({ minimum: 0, default: 0, description: 'Most distinct members (subs) per channel, cluster-wide (needs presence; 0 = unlimited)' }),
   clientPublish: Type.Boolean({ default: true, description: 'Whether clients may publish over WebSocket (the token must allow it too)' }),
+  delta: Type.Boolean({ default: false, description: 'Subscribers that ask for it (WebSocket `subscribe` `delta: true`, SSE `delta=<channel>`) get each live event after the first as a JSON Patch of the previous one\'s data; needs backpressure `disconnect`' }),
   latest: Type.Boolean({ default: false, description: 'Latest-value channel: a subscriber without a position first gets the channel\'s latest event (from history), then live ones' }),
   subscribeProxy: Type.Boolean({ default: false, description: 'Each subscription a client asks for is decided by the application\'s subscribe hook (PROXY_SUBSCRIBE_URL; docs/proxy.md) instead of the token\'s patterns' }),
   publishProxy: Type.Boolean({ default: false, description: 'Each client publish is decided (and may be rewritten) by the application\'s publish hook (PROXY_PUBLISH_URL) instead of the token\'s patterns' }),
@@ -53,6 +54,9 @@ export class Namespaces {
     this.refuseUnknown = file.unknown === 'refuse'
     for (const [name, options] of Object.entries(file.namespaces ?? {})) {
       this.resolved.set(name, { ...defaults, ...options } as NamespaceOptions)
+    }
+    for (const [name, options] of [['(defaults)', defaults] as const, ...this.resolved]) {
+      if (options.delta && options.backpressure !== 'disconnect') throw new ConfigError([`namespace ${name}: delta needs backpressure "disconnect" (a dropped event would break the chain of patches)`])
     }
   }
 
@@ -100,6 +104,10 @@ export function loadNamespacesFile (path: string): NamespacesFile {
   for (const [name, options] of Object.entries(value.namespaces ?? {})) {
     if (options.backpressure === 'coalesce' && options.coalesceKey === undefined && value.defaults?.coalesceKey === undefined) {
       throw new ConfigError([`NAMESPACES_FILE /namespaces/${name}: backpressure "coalesce" needs a coalesceKey`])
+    }
+    const backpressure = options.backpressure ?? value.defaults?.backpressure ?? 'disconnect'
+    if ((options.delta ?? value.defaults?.delta) === true && backpressure !== 'disconnect') {
+      throw new ConfigError([`NAMESPACES_FILE /namespaces/${name}: delta needs backpressure "disconnect" (a dropped event would break the chain of patches)`])
     }
   }
   return value

@@ -72,6 +72,7 @@ export const HistoryReply = Type.Object({
 export const StreamQuery = Type.Object({
   channel: Type.Optional(Type.Array(Type.String(), { description: 'Channels to subscribe (repeat the parameter); may be left out when the token\'s (or connect hook\'s) `channels` name some' })),
   cursor: Type.Optional(Type.String({ description: 'Resume position from a previous `id:` / `cursor`' })),
+  delta: Type.Optional(Type.Array(Type.String(), { description: 'Channels of the stream to get with delta delivery (namespaces with `delta`; repeat the parameter)' })),
   token: Type.Optional(Type.String({ description: 'JWT, for clients that cannot send an Authorization header' }))
 })
 

@@ -47,7 +47,7 @@ export interface OpenInfo {
 }
 
 /** A subscription as a stream (re)opens with it; `server`: made by the server, not named in the request. */
-export interface StreamChannel { channel: string, since?: Position, server?: true }
+export interface StreamChannel { channel: string, since?: Position, server?: true, delta?: true }
 
 /** Result of an HTTP probe: is the server reachable, and does it accept the token? */
 export type ProbeResult = { network: true, message: string } | { network: false, status: number, errorCode?: string, message?: string }
@@ -116,6 +116,7 @@ export function streamQuery (channels: StreamChannel[], encode: (p: Iterable<[st
   for (const c of channels) {
     // The server's own subscriptions come back by themselves: only their positions go with the request.
     if (c.server !== true) qs.append('channel', c.channel)
+    if (c.delta === true) qs.append('delta', c.channel)
     if (c.since !== undefined) positions.push([c.channel, c.since])
   }
   if (positions.length > 0) qs.set('cursor', encode(positions))

@@ -25,7 +25,8 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
       response: { 200: Type.String({ description: 'text/event-stream' }), 400: ErrorBody, 401: RefusalBody, 403: RefusalBody, 409: ErrorBody, 429: ErrorBody, 503: ErrorBody }
     }
   }, async (request, reply) => {
-    const { channel, cursor } = request.query
+    const { channel, cursor, delta } = request.query
+    const deltas = new Set(delta ?? [])
     const stream = parseStreamRequest({ maxSubscriptions: config.maxSubscriptions, namespaces }, request.principal!, channel, request.headers['last-event-id'] ?? cursor)
     reply.hijack()
     const transport = new SseTransport(reply.raw, metrics.delivered)
@@ -36,7 +37,7 @@ const sseRoutes: FastifyPluginAsync = async (plain) => {
     session.send(frame.connected({ client: session.id, sub: session.sub, pingInterval: config.sseHeartbeatSeconds, ...(server.length === 0 ? {} : { channels: server }) }))
     for (const [ch, pos] of stream.cursor) session.cursor.set(ch, pos)
     // The stream opens once every channel is subscribed, so that a refusal can still be an HTTP error.
-    const results = await Promise.allSettled(stream.channels.map(async (ch) => await session.subscribe(ch, stream.cursor.get(ch), stream.serverChannels.has(ch))))
+    const results = await Promise.allSettled(stream.channels.map(async (ch) => await session.subscribe(ch, stream.cursor.get(ch), stream.serverChannels.has(ch), deltas.has(ch))))
     const failed = stream.channels.findIndex((_, i) => results[i].status === 'rejected')
     if (failed === -1 || session.closed) { transport.open(); return }
     const err = asHeraldError((results[failed] as PromiseRejectedResult).reason)

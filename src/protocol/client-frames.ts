@@ -20,7 +20,7 @@ function clientFrame<T extends string, P extends TProperties> (type: T, fields: 
   return Type.Object({ type: Type.Literal(type), ...fields, id: Type.Optional(FrameId) }, { additionalProperties: false, ...(required === undefined ? {} : { required }) })
 }
 
-export const SubscribeFrame = clientFrame('subscribe', { channel: Channel, since: Type.Optional(Position) })
+export const SubscribeFrame = clientFrame('subscribe', { channel: Channel, since: Type.Optional(Position), delta: Type.Optional(Type.Boolean({ description: 'Ask for delta delivery (namespaces with `delta`): live events after the first carry a JSON Patch of the previous data' })) })
 export const UnsubscribeFrame = clientFrame('unsubscribe', { channel: Channel })
 /** A value's version (versioned publishes): a whole number JavaScript holds exactly. */
 export const Version = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Version of the value this event carries: dropped (answered `stale`) when at or below the channel\'s last version, so a late retry never overwrites a newer value' })

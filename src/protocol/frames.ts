@@ -36,7 +36,8 @@ export const SubscribedFrame = Type.Object({
   reason: Type.Optional(RecoveryFailure),
   replayed: Type.Integer({ description: 'Events replayed from history right after this frame' }),
   server: Type.Optional(Type.Literal(true, { description: 'Present when the server made this subscription (the token\'s or connect hook\'s `channels`, or the server API): the client did not ask for it' })),
-  data: Type.Optional(Type.Unknown({ description: 'What the subscribe hook answered as `data` (docs/proxy.md), for this subscriber' }))
+  data: Type.Optional(Type.Unknown({ description: 'What the subscribe hook answered as `data` (docs/proxy.md), for this subscriber' })),
+  delta: Type.Optional(Type.Literal(true, { description: 'Delta delivery is on for this subscription: live events may carry `delta: true`' }))
 })
 
 export const UnsubscribedFrame = Type.Object({
@@ -53,6 +54,7 @@ export const EventFrame = Type.Object({
   epoch: Type.String(),
   ts: Type.Integer({ description: 'Publish time, ms since 1970' }),
   event: Type.Optional(EventName),
+  delta: Type.Optional(Type.Literal(true, { description: 'Delta delivery: `data` is a JSON Patch (RFC 6902) of the previous event\'s data on this channel, which this subscriber holds' })),
   data: Type.Unknown()
 })
 

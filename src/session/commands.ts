@@ -58,10 +58,10 @@ export class Commands {
     }
   }
 
-  private subscribe ({ channel, since, id }: SubscribeFrame): void {
+  private subscribe ({ channel, since, id, delta }: SubscribeFrame): void {
     let subscribing
     try {
-      subscribing = this.session.subscribe(channel, since)
+      subscribing = this.session.subscribe(channel, since, false, delta === true)
     } catch (err) {
       this.session.fail(err, id, channel)
       return

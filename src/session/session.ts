@@ -14,6 +14,7 @@ import { CloseCodes } from '../protocol/codes.js'
 import { frame } from '../protocol/frames.js'
 import { Errors, asHeraldError, isHeraldError } from '../errors.js'
 import { Outbox, type OutboxTarget } from './outbox.js'
+import { deltaOf } from '../hub/delta.js'
 import type { ProxyHooks } from '../proxy/hooks.js'
 
 /** What every session needs, built once per Herald instance (session/sessions.ts). */
@@ -42,7 +43,15 @@ export interface SessionOptions {
  * `server`: made by the server (the principal's `channels`, or the server API: control/actions.ts), not asked for by
  * the client; no token pattern needed. `data`: what the subscribe hook gave this subscriber, sent with `subscribed`.
  */
-interface SubState { active: boolean, ns: NamespaceOptions | undefined, server: boolean, data?: unknown }
+interface SubState {
+  active: boolean
+  ns: NamespaceOptions | undefined
+  server: boolean
+  data?: unknown
+  /** Delta delivery is on (asked for, and the namespace allows it); `last`: the publication the client holds last. */
+  delta: boolean
+  last?: Publication
+}
 
 /** How long before a hook-admitted connection's `exp` the refresh hook is asked; and the least time left to ask. */
 const REFRESH_LEAD_MS = 30_000
@@ -124,13 +133,13 @@ export class Session implements Sink, Connection, OutboxTarget {
    * HERALD_ERR_* to answer with), then the hub replays from `since` (if given) and goes live. A subscription the
    * server API makes (`server`) needs no pattern in the token (the backend decided), but the namespace and the cap hold.
    */
-  subscribe (channel: string, since?: StreamPosition, server = false): Promise<SubscribeResult> {
+  subscribe (channel: string, since?: StreamPosition, server = false, delta = false): Promise<SubscribeResult> {
     const ns = this.services.namespaces.require(channel)
     const rule = server ? 'allow' : subscribeRule(this.principal, channel, ns.subscribeProxy)
     if (rule === 'deny') throw new Errors.FORBIDDEN('subscribe', channel)
     if (this.subs.has(channel)) throw new Errors.ALREADY_SUBSCRIBED(channel)
     if (this.subs.size >= this.services.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(this.services.maxSubscriptions)
-    const state: SubState = { active: false, ns, server }
+    const state: SubState = { active: false, ns, server, delta: delta && ns.delta }
     this.subs.set(channel, state)
     // One attempt per channel at a time: a subscribe after an unsubscribe of one still being set up waits for it
     // (which then undoes itself), so the hub never holds two for this session, nor one the session forgot.
@@ -204,14 +213,23 @@ export class Session implements Sink, Connection, OutboxTarget {
     const state = this.running?.get(result.channel)
     if (this.ended || state === undefined || this.subs.get(result.channel) !== state) { this.services.hub.unsubscribe(this, result.channel); return }
     state.active = true
-    const extra = state.server || state.data !== undefined
-    this.outbox.control(frame.subscribed(extra ? { ...result, ...(state.server ? { server: true as const } : {}), ...(state.data !== undefined ? { data: state.data } : {}) } : result), result)
+    const extra = state.server || state.data !== undefined || state.delta
+    this.outbox.control(frame.subscribed(extra
+      ? { ...result, ...(state.server ? { server: true as const } : {}), ...(state.data !== undefined ? { data: state.data } : {}), ...(state.delta ? { delta: true as const } : {}) }
+      : result), result)
   }
 
   deliver (pub: Publication, replay = false): void {
     const state = this.subs.get(pub.channel)
+    if (this.ended || state === undefined) return
     // Backpressure: a client that does not read must not grow this process's memory without bound.
-    if (!this.ended && state !== undefined) this.outbox.push(pub, state.ns, replay)
+    if (!state.delta) { this.outbox.push(pub, state.ns, replay); return }
+    // Delta delivery: a live event right after the one the client holds may go as a patch of it (hub/delta.ts);
+    // replays always go whole. The namespace's backpressure is `disconnect`: nothing queued is ever dropped, so
+    // what was handed to the outbox is what the client will hold.
+    const last = state.last
+    state.last = pub
+    this.outbox.push((!replay && last !== undefined ? deltaOf(last, pub) : undefined) ?? pub, state.ns, replay)
   }
 
   notify (channel: string, text: string): void {
