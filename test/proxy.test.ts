@@ -175,6 +175,18 @@ test('connect hook: refusals keep the application\'s status and words; a hook th
   const ok = await WsClient.connect(h.wsUrl, { token: null, headers: { cookie: 'session=bob-ok' } })
   assert.equal((await ok.waitFor((f) => f.type === 'connected')).sub, 'bob')
   ok.close()
+  // Cross-site: a browser would send the victim's cookie with any site's WebSocket. With CORS_ORIGINS `*` only a page
+  // of this host is admitted by the hook; the application is never even asked about the others.
+  const asked = app.of('connect').length
+  const evil = await refusedWs(h.wsUrl, { cookie: 'session=bob-ok', origin: 'https://evil.example' })
+  assert.equal(evil.status, 403)
+  assert.equal(evil.body.code, 'HERALD_ERR_ORIGIN_NOT_ALLOWED')
+  assert.equal((await sseRefusal(h.url, ['room:1'], { cookie: 'session=bob-ok', origin: 'null' })).status, 403)
+  assert.equal((await poll(h.url, ['room:1'], { token: null, headers: { cookie: 'session=bob-ok', origin: 'http://127.0.0.1:1' } })).status, 403)
+  assert.equal(app.of('connect').length, asked)
+  const sameSite = await WsClient.connect(h.wsUrl, { token: null, headers: { cookie: 'session=bob-ok', origin: `http://127.0.0.1:${h.port}` } })
+  assert.equal((await sameSite.waitFor((f) => f.type === 'connected')).sub, 'bob')
+  sameSite.close()
   // A token still works as before, and never reaches the hook.
   const before = app.of('connect').length
   const withToken = await WsClient.connect(h.wsUrl, { token: token({ sub: 'tok' }) })

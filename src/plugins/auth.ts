@@ -4,6 +4,7 @@ import fastifyJwt from '@fastify/jwt'
 import type { FastifyRequest } from 'fastify'
 import type { HeraldConfig } from '../config.js'
 import { Errors, asHeraldError, isTemporary } from '../errors.js'
+import { describe } from '../protocol/json.js'
 import { type Principal, type Action, can } from '../auth/permissions.js'
 import { VerifiedTokens, principalOf, tokenOf } from '../auth/jwt.js'
 import { KeyedCounter } from '../session/admission.js'
@@ -99,6 +100,11 @@ export default fp(async function authPlugin (fastify) {
    */
   const proxy = fastify.heraldProxy
   async function connectByHook (transport: TransportName, request: FastifyRequest): Promise<Principal> {
+    // A browser sends its cookies with a WebSocket opened by any site (CORS does not cover WebSockets): admitted by
+    // cookie, any page could act as the user. So a hook-admitted request from a browser must come from an allowed
+    // origin: one of CORS_ORIGINS, or with CORS_ORIGINS `*`, a page of this very host.
+    const origin = request.headers.origin
+    if (origin !== undefined && !originAllowed(origin, request.headers.host, config.corsOrigins)) throw new Errors.ORIGIN_NOT_ALLOWED(describe(origin) + ' (a connection admitted by the connect hook; see docs/proxy.md)')
     const answer = await proxy.call('connect', { transport, headers: proxy.selectHeaders(request.headers), ip: request.ip })
     let principal: Principal
     try {
@@ -163,5 +169,15 @@ export default fp(async function authPlugin (fastify) {
 }, { name: 'herald-auth', dependencies: ['herald-config', 'herald-revocations', 'herald-proxy'] })
 
 function digest (text: string): Buffer { return createHash('sha256').update(text).digest() }
+
+/** A listed origin, or (with `*`) one whose host is the request's own. */
+function originAllowed (origin: string, host: string | undefined, allowed: string[] | '*'): boolean {
+  if (allowed !== '*') return allowed.includes(origin)
+  try {
+    return host !== undefined && new URL(origin).host === host.toLowerCase()
+  } catch {
+    return false
+  }
+}
 
 
