@@ -59,6 +59,9 @@ export function deltaOf (base: Publication, pub: Publication): DeltaPublication 
     delta = null // data that does not parse as the frame promised: send it whole
   }
   deltas.set(pub, { baseOffset: base.offset, baseEpoch: base.epoch, delta })
+  // Only the newest publication's parsed data is kept (the base of the next delta): parsed objects weigh more than
+  // their frames, and the in-process history, which holds these publications, is bounded by frame bytes.
+  parsed.delete(base)
   return delta ?? undefined
 }
 
