@@ -95,8 +95,8 @@ export default fp(async function authPlugin (fastify) {
 
   /**
    * A connection without a token, admitted by the application's connect hook from its own credentials (a session
-   * cookie, say: PROXY_HEADERS). Its answer is checked like token claims; it counts as issued now (a revocation of
-   * its subject from before stays behind it), and a revocation by subject still refuses it while it lasts.
+   * cookie, say: PROXY_HEADERS). Its answer is checked like token claims, and it counts as issued now: a later
+   * revocation of its subject closes it, an earlier one does not refuse it (the application admitted it since).
    */
   const proxy = fastify.heraldProxy
   async function connectByHook (transport: TransportName, request: FastifyRequest): Promise<Principal> {

@@ -213,10 +213,11 @@ export class Session implements Sink, Connection, OutboxTarget {
     const state = this.running?.get(result.channel)
     if (this.ended || state === undefined || this.subs.get(result.channel) !== state) { this.services.hub.unsubscribe(this, result.channel); return }
     state.active = true
-    const extra = state.server || state.data !== undefined || state.delta
-    this.outbox.control(frame.subscribed(extra
-      ? { ...result, ...(state.server ? { server: true as const } : {}), ...(state.data !== undefined ? { data: state.data } : {}), ...(state.delta ? { delta: true as const } : {}) }
-      : result), result)
+    let body: Parameters<typeof frame.subscribed>[0] = result
+    if (state.server) body = { ...body, server: true }
+    if (state.data !== undefined) body = { ...body, data: state.data }
+    if (state.delta) body = { ...body, delta: true }
+    this.outbox.control(frame.subscribed(body), result)
   }
 
   deliver (pub: Publication, replay = false): void {
