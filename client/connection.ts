@@ -76,6 +76,12 @@ export class Connection implements Link {
   private level = 0
   private upgradeTimer: TimerHandle | undefined
   private authFailures = 0
+  /**
+   * Attempts of the current transport that failed while the server answered over plain HTTP. One is not enough to
+   * call the transport blocked: the attempt may have failed while the server was down and the probe reached it just
+   * after it came back (a restart). Two in a row are.
+   */
+  private blockedStrikes = 0
   private attemptGen = 0
   private readonly clock: Clock
   private readonly host: ConnectionHost
@@ -161,6 +167,7 @@ export class Connection implements Link {
     if (t !== this.current || this.life.state === 'closed') return
     this.isOpen = true
     this.authFailures = 0
+    this.blockedStrikes = 0
     this.life.connected(`open (${t.name})`)
     this.host.opened(t, info)
   }
@@ -206,11 +213,13 @@ export class Connection implements Link {
     if (probe.status === 401) { this.authRefused(`${reason}; HTTP 401 ${probe.errorCode ?? ''}`.trim(), { ...info, status: 401, errorCode: probe.errorCode, message: probe.message }); return }
     if (probe.status === 429 || probe.status >= 500) { this.life.lost(`${reason}; HTTP ${probe.status}`, 'backoff'); return }
     // The server answers and accepts the token, yet this transport does not get through (a proxy without
-    // WebSocket support, a buffering proxy, a blocked path …): try the next one.
+    // WebSocket support, a buffering proxy, a blocked path …): once more at once (see blockedStrikes), then the next one.
+    if (++this.blockedStrikes < 2) { void this.attempt(); return }
     this.fallback(reason)
   }
 
   private fallback (reason: string): void {
+    this.blockedStrikes = 0
     if (this.level + 1 < this.options.transports.length) {
       this.level++
       // Same state (connecting / reconnecting): the next transport is tried at once.
