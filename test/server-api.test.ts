@@ -117,9 +117,10 @@ test('the client library stops for the default disconnect code on every transpor
       t.after(() => client.close())
       const failures: string[] = []
       client.on('error', (err) => { failures.push(err.code) })
-      client.subscribe('kick:lib')
-      // A long-poll client is a connection while its poll waits.
-      await until(() => b.app.herald.connections.countOf(sub) === 1, 'the client is connected')
+      const subscription = client.subscribe('kick:lib')
+      // A long-poll client is a connection while its poll waits: once subscribed (the first, immediate poll answered),
+      // the poll that waits is the long one, so the API call cannot fall between two polls.
+      await until(() => subscription.state === 'subscribed' && b.app.herald.connections.countOf(sub) === 1, 'the client is connected')
       const res = await api(a.url, 'POST', '/v1/api/' + op, { sub })
       assert.equal(res.body.closed, 1, `${op} ${transport}: ${JSON.stringify(res.body)}`)
       await until(() => client.state === 'closed', `${op} ${transport}: the client closes for good rather than reconnect`)
