@@ -264,3 +264,38 @@ void test('Redis restarted empty: the node finds itself forgotten and reports wh
   assert.equal(new Set(receiver.delivered().map((b) => b.id)).size, 4)
   assert.equal(redisCli(redis, 'SMEMBERS', '{herald-test:wh}:k:c:room:i'), `${a.app.herald.nodeId}.1`, 'held by the node\'s new member')
 })
+
+void test('a report the store lost (as a failover to a replica that never got it loses it): the node notices at its next report, rejoins, and the leave is announced', { skip: redisSkipReason() }, async (t) => {
+  const redis = await startRedis(t)
+  const receiver = await Receiver.start(t)
+  // The leave's check must still be pending when the test undoes the report.
+  const a = await node(t, receiver, { redisUrl: redis.url, debounceMs: 2000 })
+  const k = (name: string): string => '{herald-test:wh}:' + name
+  const member = `${a.app.herald.nodeId}.0`
+  const ws = await WsClient.connect(a.wsUrl, { token: token({ sub: 'jo' }) })
+  t.after(() => { ws.close() })
+  await ws.subscribe('room:l')
+  await ws.subscribe('room:m')
+  await receiver.until(() => receiver.delivered().length === 3, 'online, room:l and room:m occupied')
+  const token0 = redisCli(redis, 'HGET', k('w'), member)
+  assert.match(token0, /^[0-9a-f]{12}$/, 'each report leaves its token')
+
+  // room:l is left; the report reaches the store (its check is due) ...
+  ws.send({ type: 'unsubscribe', channel: 'room:l' })
+  await until(() => redisCli(redis, 'ZSCORE', k('due'), 'c:room:l') !== '', 'the leave is reported')
+  // ... and is undone, as a failover to a replica that had not received it would: the store is as before it.
+  redisCli(redis, 'ZREM', k('due'), 'c:room:l')
+  redisCli(redis, 'SADD', k('k:c:room:l'), member)
+  redisCli(redis, 'SADD', k('m:' + member), 'c:room:l')
+  redisCli(redis, 'HSET', k('w'), member, token0)
+
+  // The node's next report (a heartbeat, PRESENCE_TTL / 3) finds another token than its last: it rejoins as a new
+  // member with what it holds, the old one is released, and room:l — which nothing holds — is vacated, once.
+  await receiver.until(() => receiver.delivered({ channel: 'room:l', type: 'channel.vacated' }).length === 1, 'room:l vacated', 30_000)
+  await until(() => redisQueueEmpty(redis) && redisCli(redis, 'ZCARD', k('due')) === '0', 'the queue is empty, no check waiting', 15_000)
+  assert.deepEqual(kinds(receiver.delivered({ channel: 'room:l' })), ['channel.occupied', 'channel.vacated'])
+  assert.deepEqual(kinds(receiver.delivered({ channel: 'room:m' })), ['channel.occupied'], 'room:m, still held, is not announced again')
+  assert.deepEqual(kinds(receiver.delivered({ sub: 'jo' })), ['user.online'])
+  assert.equal(redisCli(redis, 'SMEMBERS', k('k:c:room:m')), `${a.app.herald.nodeId}.1`, 'held by the node\'s new member')
+  assert.equal(redisCli(redis, 'HEXISTS', k('w'), member), '0', 'the old member is gone, its token too')
+})

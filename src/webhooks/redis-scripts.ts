@@ -3,6 +3,7 @@
  * slot on a Redis Cluster; KEYS[1] is the members' zset (it routes the call), the others are built from P (ARGV[1],
  * the tag-carrying key prefix). Keys, after P:
  *   nodes         zset  member -> liveness deadline (ms)
+ *   w             hash  member -> token of its last report (a failover that lost it is noticed by its next report)
  *   reap          set   members past their deadline whose keys are being released
  *   m:<member>    set   keys the member holds
  *   k:<key>       set   members holding the key (`c:<channel>` or `u:<sub>`)
@@ -55,15 +56,30 @@ end
 `
 
 /**
- * ARGV: P, now, member, deadline, known (1/0), debounce ms, queueMax, id base, then key, up (1/0) pairs.
+ * ARGV: P, now, member, deadline, known (1/0), debounce ms, queueMax, id base (also this report's token), the
+ * tokens the member's last report may have (comma-separated), then key, up (1/0) pairs.
  * Returns {forgotten (1/0), enqueued, queue length, earliest due or -1, dropped types...}.
+ *
+ * A known member is forgotten when it is gone (reaped, or Redis lost its data), and also when its last report is
+ * gone: the store holds another token than any the node may have written last. Replication is asynchronous and
+ * in order, so a failover to a replica that missed that report may have lost any of the member's reports since
+ * the replica's last one, and which is not known: the member is retired (the next sweep releases whatever the
+ * store still has of it) and the node rejoins with everything it holds.
  */
 export const UPDATE = COMMON + `
 local now, member = ARGV[2], ARGV[3]
-if ARGV[5] == '1' and not redis.call('ZSCORE', KEYS[1], member) then return {1, 0, 0, -1} end
+if ARGV[5] == '1' then
+  if not redis.call('ZSCORE', KEYS[1], member) then return {1, 0, 0, -1} end
+  local last = redis.call('HGET', P .. 'w', member)
+  if not last or not string.find(',' .. ARGV[9] .. ',', ',' .. last .. ',', 1, true) then
+    redis.call('ZADD', KEYS[1], 0, member)
+    return {1, 0, 0, -1}
+  end
+end
 redis.call('ZADD', KEYS[1], ARGV[4], member)
+redis.call('HSET', P .. 'w', member, ARGV[8])
 local dueAt = -1
-for i = 9, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   local key = ARGV[i]
   if ARGV[i + 1] == '1' then
     redis.call('SADD', P .. 'k:' .. key, member)
@@ -89,6 +105,7 @@ export const SWEEP = COMMON + `
 local now, budget = ARGV[2], tonumber(ARGV[6])
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 16)) do
   redis.call('ZREM', KEYS[1], m)
+  redis.call('HDEL', P .. 'w', m)
   redis.call('SADD', P .. 'reap', m)
 end
 local more = 0

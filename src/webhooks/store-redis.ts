@@ -10,6 +10,8 @@ type WithScripts = CommandClient & { whUpdate: Script, whSweep: Script, whRetire
 
 /** Keys a sweep may release from reaped members per call (the rest on the next, at once). */
 const SWEEP_BUDGET = 500
+/** Tokens a report accepts as its member's last (the last acknowledged one and those of unanswered reports since). */
+const MAX_TOKENS = 16
 
 /**
  * The head of the ids a script call gives its jobs (the queue's sequence number is the tail): random per call, so
@@ -37,6 +39,13 @@ export class RedisWebhookStore implements WebhookStore {
   private readonly p: string
   private readonly nodes: string
   private closing = false
+  /**
+   * What the store may hold as `tokensOf`'s last report's token: the last one Redis acknowledged, and those of
+   * reports sent since without an answer (applied or not, who knows). Bounded: past it, an unanswered report that
+   * did apply makes the member look forgotten, which costs a rejoin, never a lost transition.
+   */
+  private tokens: string[] = []
+  private tokensOf = ''
 
   constructor (private readonly options: RedisWebhookStoreOptions) {
     this.kind = 'url' in options.target ? 'redis' : 'redis-cluster'
@@ -56,9 +65,22 @@ export class RedisWebhookStore implements WebhookStore {
   }
 
   async update (member: string, known: boolean, changes: StateChange[], now: number): Promise<UpdateResult> {
-    const args: Array<string | number> = [this.p, now, member, now + this.options.ttlMs, known ? 1 : 0, this.options.debounceMs, this.options.queueMax, idBase()]
+    if (member !== this.tokensOf) { this.tokens = []; this.tokensOf = member }
+    // The id base is this report's token too. It is accepted as the last one as well: the cluster client may send
+    // a report again when its connection closed under it, after the first send was applied.
+    const token = idBase()
+    const args: Array<string | number> = [this.p, now, member, now + this.options.ttlMs, known ? 1 : 0, this.options.debounceMs, this.options.queueMax, token, [...this.tokens, token].join(',')]
     for (const { key, up } of changes) args.push(key, up ? 1 : 0)
-    const [forgotten, enqueued, length, dueAt, ...dropped] = await busCall(() => this.cmd.whUpdate(this.nodes, ...args)) as [number, number, number, number | string, ...WebhookType[]]
+    let reply: [number, number, number, number | string, ...WebhookType[]]
+    try {
+      reply = await busCall(() => this.cmd.whUpdate(this.nodes, ...args)) as typeof reply
+    } catch (err) {
+      this.tokens.push(token)
+      if (this.tokens.length > MAX_TOKENS) this.tokens.shift()
+      throw err
+    }
+    const [forgotten, enqueued, length, dueAt, ...dropped] = reply
+    if (forgotten !== 1) this.tokens = [token]
     return { forgotten: forgotten === 1, enqueued, length, dropped, dueAt: Number(dueAt) < 0 ? undefined : Number(dueAt) }
   }
 

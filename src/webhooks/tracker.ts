@@ -39,6 +39,8 @@ export class StateTracker {
   private sweeper?: NodeJS.Timeout
   private dueTimer?: { at: number, timer: NodeJS.Timeout }
   private sweeping = false
+  /** A sweep failed: once the store answers again, report at once (a failover may have lost this node's reports). */
+  private sweepFailed = false
   private failing = false
   private closed = false
 
@@ -121,15 +123,16 @@ export class StateTracker {
   }
 
   /**
-   * The store forgot this member (it stalled past its liveness deadline and was reaped, or Redis lost its data).
-   * Come back as a new member holding every local key: the old member's keys are released by the reaper, and
-   * being a different member, the release cannot remove what is reported now.
+   * The store forgot this member (it stalled past its liveness deadline and was reaped, or Redis lost its data, or
+   * a failover lost its last reports and the store retired it). Come back as a new member holding every local key:
+   * the old member's keys are released by the reaper, and being a different member, the release cannot remove
+   * what is reported now.
    */
   private rejoin (): void {
     this.member = `${this.options.nodeId}.${++this.incarnation}`
     this.known = false
     this.pending = new Map([...this.local].map((key) => [key, true]))
-    this.options.log.warn({ member: this.member, keys: this.local.size }, 'webhooks: the store had forgotten this node (stalled past PRESENCE_TTL, or Redis lost its data); reporting its state again')
+    this.options.log.warn({ member: this.member, keys: this.local.size }, 'webhooks: the store had forgotten this node (stalled past PRESENCE_TTL, or Redis lost its data or, in a failover, this node\'s last reports); reporting its state again')
   }
 
   /** A debounce check is due at `at`: sweep then (the periodic sweep is the fallback, and covers other nodes'). */
@@ -146,11 +149,19 @@ export class StateTracker {
     try {
       for (;;) {
         const result = await this.options.store.sweep(Date.now())
+        if (this.sweepFailed) {
+          // The store is back after an outage (a failover, perhaps, that lost this node's last reports): a
+          // heartbeat now finds out, rather than at the next one (up to PRESENCE_TTL / 3 away).
+          this.sweepFailed = false
+          this.beatDue = true
+          this.schedule(0)
+        }
         this.options.announced(result)
         if (result.nextDue !== undefined) this.sweepAt(result.nextDue)
         if (!result.more || this.closed) break
       }
     } catch (err) {
+      this.sweepFailed = true
       // The periodic sweep tries again; the failure itself is the state reports' to log (same store, same outage).
       this.options.log.debug({ err: (err as Error).message }, 'webhooks: sweep failed')
     } finally {

@@ -37,7 +37,8 @@ export interface Announced {
 
 export interface UpdateResult extends Announced {
   /**
-   * The store no longer knew this member (it was reaped after missing its liveness deadline, or Redis lost its data):
+   * The store no longer knew this member (it was reaped after missing its liveness deadline, or Redis lost its data),
+   * or no longer has its last report (a failover to a replica that had not received it; the member is then retired):
    * nothing was applied. The node must come back as a new member with every key it holds.
    */
   forgotten: boolean
@@ -60,8 +61,9 @@ export interface SweepResult extends Announced {
  *
  * Nodes take part as *members*: a member id names one node incarnation, whose liveness deadline every call renews.
  * A member that misses it (a crashed or stalled node) is reaped by any node's sweep: its keys are released as if it
- * had reported them empty. A node that learns it was forgotten (`UpdateResult.forgotten`) comes back under a new
- * member id with everything it holds, so a late reaper never removes what the node re-reported.
+ * had reported them empty. A node that learns it was forgotten (`UpdateResult.forgotten`: reaped, or its last
+ * report lost by the store) comes back under a new member id with everything it holds, so a late reaper never
+ * removes what the node re-reported.
  *
  * Queue semantics: at least once. `claim` hides a job for a visibility timeout and counts an attempt; `ack`
  * removes it, `retry` makes it visible again at a time, `remove` gives it up. A claim not followed by either (the
