@@ -4,7 +4,8 @@
  * public/admin/index.html; this script fills them.
  */
 
-export {}
+import type { ConnectionInfo, NodeInfo } from '../../../src/control/views.js'
+import type { NodeEvent as ServerNodeEvent } from '../../../src/control/events.js'
 
 const KEY_STORAGE = 'herald.admin.key'
 const REFRESH_MS = 1000
@@ -12,24 +13,10 @@ const REFRESH_MS = 1000
 const SAMPLES = 180
 
 interface ApiError { code: string, message: string }
-interface NodeInfo {
-  node: string
-  version: string
-  uptime: number
-  bus: string
-  worker?: number
-  draining: boolean
-  connections: { websocket: number, sse: number, 'long-poll': number }
-  pollSessions: number
-  channels: number
-  subscriptions: number
-  deliveriesPerSecond: number
-  latencyP50: number | null
-  latencyP99: number | null
-}
 interface Reach { expected: number, answered: number }
-interface ConnectionRow { node: string, client: string, transport: string, since: number, subscriptions: number, buffered: number }
-interface NodeEvent { node: string, ts: number, seq: number, kind: string, code?: string, detail: string }
+/** The server API's rows, with the node each came from (routes/v1/api.ts adds it). */
+type ConnectionRow = ConnectionInfo & { node: string }
+type NodeEvent = ServerNodeEvent & { node: string }
 interface HistoryEvent { offset: number, ts: number, event?: string, data: unknown }
 
 class ApiFailure extends Error {
