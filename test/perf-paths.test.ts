@@ -5,13 +5,13 @@ import type { Publication } from '../src/bus/broker.js'
 import { MemoryBroker } from '../src/bus/broker-memory.js'
 import { StreamCursor, decodeCursor, encodeCursor, type Cursor } from '../src/protocol/cursor.js'
 import { WsTransport } from '../src/transports/ws.js'
-import { SseClient, startHerald, token } from './helper.js'
+import { SseClient, poll, publish, startHerald, token } from './helper.js'
 
 /**
  * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
  * what a full encoding says; an SSE stream's events of one turn go out in one write, each with its own id; the
  * in-process bus delivers off the publisher's stack, in order; WS_WRITE_DELAY_MS holds a socket's events and
- * writes them together.
+ * writes them together; long-polls that time out at one position share one answer, which resumes from there.
  */
 
 test('stream cursor: encoded move by move, it equals the full encoding and decodes to the same positions', () => {
@@ -102,6 +102,23 @@ test('SSE: the events a stream gets in one turn go out in one write, each with t
   await resumed.waitFor(() => resumed.events().length >= 2)
   await resumed.waitFor((m) => m.data.type === 'subscribed' && m.data.channel === 'sse:2')
   assert.deepEqual(resumed.events().map((f) => (f.data as { i: number }).i).sort(), [5, 6])
+})
+
+test('long-poll: polls that time out with nothing at the same position all get that position\'s one answer, and resume from it', async (t) => {
+  const { url } = await startHerald(t)
+  for (const i of [1, 2]) assert.equal((await publish(url, 'lp:1', { i })).status, 201)
+  const first = await poll(url, ['lp:1'], { timeout: 0 })
+  assert.equal(first.status, 200)
+  const cursor = first.body.cursor as string
+  // Three polls from that cursor, concurrently (one session), then one after them (the session continued): nothing
+  // new arrives, so each times out with no events and the same cursor.
+  const timedOut = [...await Promise.all([1, 2, 3].map(async () => await poll(url, ['lp:1'], { cursor, timeout: 1 }))), await poll(url, ['lp:1'], { cursor, timeout: 1 })]
+  for (const answer of timedOut) assert.deepEqual([answer.status, answer.body], [200, { events: [], cursor: timedOut[0].body.cursor }])
+  assert.deepEqual([...decodeCursor(timedOut[0].body.cursor as string, ['lp:1']).values()].map((p) => p.offset), [2])
+  // From that answer's cursor, the next poll gets exactly the next event.
+  assert.equal((await publish(url, 'lp:1', { i: 3 })).status, 201)
+  const next = await poll(url, ['lp:1'], { cursor: timedOut[3].body.cursor as string, timeout: 5 })
+  assert.deepEqual(next.body.events.map((e: { offset: number, data: unknown }) => [e.offset, e.data]), [[3, { i: 3 }]])
 })
 
 /** The parts of ws's WebSocket the transport uses, writing into `writes`. */

@@ -75,6 +75,8 @@ export class PollTransport implements Transport {
   private readonly waiting = new Set<Waiter>()
   private answerScheduled = false
   private linger?: NodeJS.Timeout
+  /** The answer for a poll that times out with nothing gathered: built once per position, shared by all such polls. */
+  private empty?: { cursor: string, body: string }
 
   /** `channels`: those the polls ask for (the key's); server API subscriptions are the session's, not in it. */
   constructor (readonly channels: string[], private readonly owner: PollSessions) {}
@@ -208,9 +210,16 @@ export class PollTransport implements Transport {
     if (waiter.done) return
     if (ending === undefined && this.hasNews()) { this.answer(); return }
     this.settle(waiter)
-    waiter.respond({ body: this.body(ending, ending === undefined) })
+    waiter.respond({ body: ending === undefined ? this.emptyBody() : this.body(ending, false) })
     if (ending === undefined) this.answered()
     else this.lingerOn()
+  }
+
+  /** Nothing gathered: no events and the session's cursor, the same for every poll that times out at this position. */
+  private emptyBody (): string {
+    const cursor = this.session.cursor.encode()
+    if (this.empty?.cursor !== cursor) this.empty = { cursor, body: '{"events":[],"cursor":' + JSON.stringify(cursor) + '}' }
+    return this.empty.body
   }
 
   private hasNews (): boolean {
