@@ -11,7 +11,7 @@ import { SseClient, poll, publish, startHerald, token } from './helper.js'
  * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
  * what a full encoding says; an SSE stream's events of one turn go out in one write, each with its own id; the
  * in-process bus delivers off the publisher's stack, in order; WS_WRITE_DELAY_MS holds a socket's events and
- * writes them together; long-polls that time out at one position share one answer, which resumes from there.
+ * writes them together; one-channel SSE streams share one message per event; long-polls that time out at one position share one answer, which resumes from there.
  */
 
 test('stream cursor: encoded move by move, it equals the full encoding and decodes to the same positions', () => {
@@ -102,6 +102,36 @@ test('SSE: the events a stream gets in one turn go out in one write, each with t
   await resumed.waitFor(() => resumed.events().length >= 2)
   await resumed.waitFor((m) => m.data.type === 'subscribed' && m.data.channel === 'sse:2')
   assert.deepEqual(resumed.events().map((f) => (f.data as { i: number }).i).sort(), [5, 6])
+})
+
+test('SSE, one channel per stream: every stream writes the event\'s one shared message; ids resume exactly, beside a two-channel stream', async (t) => {
+  const { app, url } = await startHerald(t)
+  const a = await SseClient.open(url, ['one:1'], { token: token() })
+  const b = await SseClient.open(url, ['one:1'], { token: token() })
+  const both = await SseClient.open(url, ['one:1', 'one:2'], { token: token() })
+  t.after(() => { a.close(); b.close(); both.close() })
+  for (const c of [a, b]) await c.waitFor((m) => m.data.type === 'subscribed')
+  await both.waitFor((m) => m.data.type === 'subscribed' && m.data.channel === 'one:2')
+  const broker = app.herald.broker
+  // One turn of three (one message each, one write per stream), then one more on its own turn, then one on the other channel.
+  await Promise.all([1, 2, 3].map(async (i) => await broker.publish({ channel: 'one:1', data: { i } })))
+  for (const c of [a, b, both]) await c.waitFor(() => c.events().length >= 3)
+  await broker.publish({ channel: 'one:1', data: { i: 4 } })
+  await broker.publish({ channel: 'one:2', data: { i: 5 } })
+  for (const c of [a, b]) await c.waitFor(() => c.events().length >= 4)
+  await both.waitFor(() => both.events().length >= 5)
+  const ids = (c: SseClient): string[] => c.messages.filter((m) => m.data.type === 'event').map((m) => m.id!)
+  assert.deepEqual(ids(a), ids(b), 'one-channel streams carry the same ids')
+  assert.deepEqual(ids(a).map((id) => decodeCursor(id, ['one:1']).get('one:1')?.offset), [1, 2, 3, 4])
+  assert.deepEqual(a.events().map((f) => (f.data as { i: number }).i), [1, 2, 3, 4])
+  // The two-channel stream's ids hold both positions, and stay its own.
+  assert.deepEqual(ids(both).map((id) => { const c = decodeCursor(id, ['one:1', 'one:2']); return [c.get('one:1')?.offset, c.get('one:2')?.offset] }), [[1, 0], [2, 0], [3, 0], [4, 0], [4, 1]])
+  // Resuming from the second event's id gets exactly the next two.
+  const resumed = await SseClient.open(url, ['one:1'], { token: token(), lastEventId: ids(a)[1] })
+  t.after(() => { resumed.close() })
+  await resumed.waitFor(() => resumed.events().length >= 2)
+  assert.deepEqual(resumed.events().map((f) => (f.data as { i: number }).i), [3, 4])
+  assert.deepEqual(resumed.messages.filter((m) => m.data.type === 'event').map((m) => m.id), ids(a).slice(2))
 })
 
 test('long-poll: polls that time out with nothing at the same position all get that position\'s one answer, and resume from it', async (t) => {

@@ -24,19 +24,25 @@ export function decodeCursor (text: string, channels: readonly string[]): Cursor
 }
 
 /** One channel of a StreamCursor: its position, and its cursor entry in parts (key and epoch kept, offset redone). */
-interface Slot { pos: StreamPosition, head: string, tail: string, at: number }
+interface Slot { pos: StreamPosition, head: string, tail: string, at: number, stale: boolean }
 
 /**
  * The positions of one stream (an SSE stream, a long-poll session), moved as its frames go out, and encoded for
- * its SSE ids and long-poll answers. Each channel's entry is kept encoded in an array, so an event re-encodes one
- * offset (base 36) and the cursor is one native join of the entries, made at most once per move: an SSE event costs
- * a short string, not a pass over every channel's key, offset and epoch.
+ * its SSE ids and long-poll answers. Each channel's entry is kept encoded in an array; an event only moves the
+ * offset and marks the entry stale, and `encode` re-encodes the stale entries (one offset in base 36 each) and joins
+ * them, at most once per move: an SSE id costs a short string, not a pass over every channel's key, offset and
+ * epoch, and a stream whose ids are shared (one channel: sse.ts) builds none.
  */
 export class StreamCursor {
   private readonly slots = new Map<string, Slot>()
   /** The entries, in the order the channels came (the encoded cursor joins them). */
   private readonly entries: string[] = []
+  /** Entries whose offset moved since they were encoded. */
+  private readonly stale: Slot[] = []
   private encoded: string | undefined
+
+  /** How many channels it holds. */
+  get size (): number { return this.entries.length }
 
   get (channel: string): StreamPosition | undefined { return this.slots.get(channel)?.pos }
 
@@ -52,17 +58,25 @@ export class StreamCursor {
     if (slot === undefined) { this.add(channel, offset, epoch); return }
     if (slot.pos.epoch !== epoch) { this.move(slot, { offset, epoch }); return }
     slot.pos.offset = offset
-    this.entries[slot.at] = slot.head + offset.toString(36) + slot.tail
+    if (!slot.stale) { slot.stale = true; this.stale.push(slot) }
     this.encoded = undefined
   }
 
   encode (): string {
-    if (this.encoded === undefined) this.encoded = this.entries.length === 1 ? CURSOR_PREFIX + this.entries[0] : CURSOR_PREFIX + this.entries.join('.')
+    if (this.encoded === undefined) {
+      for (let i = 0; i < this.stale.length; i++) {
+        const slot = this.stale[i]
+        slot.stale = false
+        this.entries[slot.at] = slot.head + slot.pos.offset.toString(36) + slot.tail
+      }
+      this.stale.length = 0
+      this.encoded = this.entries.length === 1 ? CURSOR_PREFIX + this.entries[0] : CURSOR_PREFIX + this.entries.join('.')
+    }
     return this.encoded
   }
 
   private add (channel: string, offset: number, epoch: string): void {
-    const slot: Slot = { pos: { offset, epoch }, head: channelKey(channel) + '~', tail: '~' + epoch, at: this.entries.length }
+    const slot: Slot = { pos: { offset, epoch }, head: channelKey(channel) + '~', tail: '~' + epoch, at: this.entries.length, stale: false }
     this.slots.set(channel, slot)
     this.entries.push(slot.head + offset.toString(36) + slot.tail)
     this.encoded = undefined

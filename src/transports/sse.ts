@@ -3,7 +3,7 @@ import type { Publication } from '../bus/broker.js'
 import type { Session } from '../session/session.js'
 import type { DeliveryCounts, Transport } from './transport.js'
 import { frame } from '../protocol/frames.js'
-import { flushAtTurnEnd, sseData } from './wire.js'
+import { flushAtTurnEnd, sseData, sseOne, sseOneChunk } from './wire.js'
 
 /** A client that does not take the last message and the end of the stream within this long is cut off. */
 const END_GRACE_MS = 2000
@@ -30,6 +30,8 @@ export class SseTransport implements Transport {
    */
   private pending: Array<string | Buffer> = []
   private pendingBytes = 0
+  /** The turn's first event, when it was a one-channel stream's shared message (its chunk can go out as it is). */
+  private firstPub?: Publication
 
   constructor (private readonly res: ServerResponse, private readonly delivered: DeliveryCounts) {}
 
@@ -90,10 +92,20 @@ export class SseTransport implements Transport {
    */
   event (pub: Publication): void {
     this.delivered.sse++
-    const id = 'id: ' + this.session!.cursor.encode() + '\n'
-    if (this.ended || this.early !== undefined || this.res.chunkedEncoding !== true) { this.write(id + 'data: ' + pub.frame + '\n\n'); return }
+    const cursor = this.session!.cursor
+    if (this.ended || this.early !== undefined || this.res.chunkedEncoding !== true) { this.write('id: ' + cursor.encode() + '\ndata: ' + pub.frame + '\n\n'); return }
+    const first = this.pending.length === 0
+    if (first) flushAtTurnEnd(this)
+    if (cursor.size === 1) {
+      // One channel: this id is every such stream's id for this publication, so the message is shared too.
+      const message = pub.sseOne ?? sseOne(pub, cursor.encode())
+      if (first) this.firstPub = pub
+      this.pending.push(message)
+      this.pendingBytes += message.length
+      return
+    }
+    const id = 'id: ' + cursor.encode() + '\n'
     const data = sseData(pub)
-    if (this.pending.length === 0) flushAtTurnEnd(this)
     this.pending.push(id, data)
     this.pendingBytes += id.length + data.length
   }
@@ -108,12 +120,16 @@ export class SseTransport implements Transport {
     const pending = this.pending
     if (pending.length === 0) return
     const bytes = this.pendingBytes
+    const firstPub = this.firstPub
     this.pending = []
     this.pendingBytes = 0
+    this.firstPub = undefined
     if (this.ended) return
     const socket = this.res.socket
-    const head = bytes.toString(16) + '\r\n'
     const direct = socket !== null && socket.writable && this.res.headersSent && this.res.writableLength === socket.writableLength
+    // The turn's one event, a shared one-channel message: its shared chunk, as it is.
+    if (direct && pending.length === 1 && firstPub !== undefined) { socket.write(sseOneChunk(firstPub)); return }
+    const head = bytes.toString(16) + '\r\n'
     const out = Buffer.allocUnsafe((direct ? head.length + 2 : 0) + bytes)
     let at = direct ? out.write(head, 0, 'latin1') : 0
     for (let i = 0; i < pending.length; i++) {

@@ -13,6 +13,10 @@ declare module '../bus/broker.js' {
     wire?: Buffer
     /** `frame` as the end of an SSE message: `data: <frame>` and the blank line (the `id:` line is each stream's). */
     sse?: Buffer
+    /** The whole SSE message for streams of this one channel, whose ids all read the same here: `id:`, `data:`. */
+    sseOne?: Buffer
+    /** `sseOne` as one HTTP/1.1 chunk (size line, message, CRLF): such a stream's whole write when it is its turn's only event. */
+    sseOneChunk?: Buffer
   }
 }
 
@@ -66,6 +70,30 @@ export function flushWithin (writer: TurnWriter, ms: number): void {
 export function sseData (pub: Publication): Buffer {
   pub.sse ??= Buffer.from('data: ' + pub.frame + '\n\n')
   return pub.sse
+}
+
+/**
+ * The SSE message of `pub` for a stream that holds this one channel only, built from such a stream's `id` (its
+ * cursor: this channel at this publication's offset and epoch, the same for every such stream) and shared by all.
+ */
+export function sseOne (pub: Publication, id: string): Buffer {
+  pub.sseOne ??= Buffer.from('id: ' + id + '\ndata: ' + pub.frame + '\n\n')
+  return pub.sseOne
+}
+
+/** `sseOne` framed as one HTTP/1.1 chunk (call sseOne first). */
+export function sseOneChunk (pub: Publication): Buffer {
+  const message = pub.sseOne!
+  if (pub.sseOneChunk === undefined) {
+    const head = message.length.toString(16) + '\r\n'
+    const chunk = Buffer.allocUnsafeSlow(head.length + message.length + 2)
+    chunk.write(head, 0, 'latin1')
+    message.copy(chunk, head.length)
+    chunk[chunk.length - 2] = 13
+    chunk[chunk.length - 1] = 10
+    pub.sseOneChunk = chunk
+  }
+  return pub.sseOneChunk
 }
 
 /** The frame's bytes, encoded once per publication and shared by every socket that writes it. */
