@@ -118,6 +118,27 @@ describe('liveness', { concurrency: true }, () => {
     assert.equal(app.herald.connections.count('websocket'), 0)
   })
 
+  test('token expiry, several connections (one timer for all): each closes with 4501 at its own exp, in exp order; one gone before is forgotten', async (t) => {
+    const { app, wsUrl } = await startHerald(t)
+    const toks = [1500, 2500, 1500, 3500].map((ms, i) => token({ sub: `exp-${i}` }, { expiresInMs: ms }))
+    const clients = await Promise.all(toks.map(async (tok) => await WsClient.connect(wsUrl, { token: tok })))
+    t.after(() => { for (const c of clients) c.close() })
+    // The third leaves before its token expires: its entry must go with it.
+    clients[2].close()
+    const order: number[] = []
+    const closes = await Promise.all([0, 1, 3].map(async (i) => {
+      const closed = await clients[i].waitClosed(HANG_MS)
+      order.push(i)
+      return { i, code: closed.code, at: Date.now() }
+    }))
+    for (const c of closes) {
+      assert.equal(c.code, 4501, `connection ${c.i}`)
+      assert.ok(c.at >= expOf(toks[c.i]) * 1000 - 50, `connection ${c.i} closed ${expOf(toks[c.i]) * 1000 - c.at} ms before its exp`)
+    }
+    if (expOf(toks[0]) < expOf(toks[1]) && expOf(toks[1]) < expOf(toks[3])) assert.deepEqual(order, [0, 1, 3])
+    await until(() => app.herald.connections.count('websocket') === 0, 'every connection gone')
+  })
+
   eachBus('token refresh: a refreshed WebSocket lives past the old expiry and keeps its subscriptions', async (t, bus) => {
     const { url, wsUrl } = await startHerald(t, { redisUrl: bus.redisUrl })
     const old = token({ sub: 'refresher' }, { expiresInMs: 2500 })

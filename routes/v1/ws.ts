@@ -45,8 +45,10 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       // @fastify/websocket's 'error' listener closes over the upgrade's request and reply, keeping them (and the raw
       // request and response) alive as long as the socket: several KiB per idle connection. Ours needs neither.
       socket.removeAllListeners('error')
-      const raw = (socket as unknown as { _socket?: { _httpMessage?: unknown } })._socket
-      if (raw !== undefined) raw._httpMessage = null // the ServerResponse @fastify/websocket assigned to route the upgrade
+      // The ServerResponse @fastify/websocket assigned to route the upgrade: detached, which also removes its 'close'
+      // listener from the socket (one listener array less per connection).
+      const raw = (socket as unknown as { _socket?: { _httpMessage?: { detachSocket?: (s: unknown) => void } | null } })._socket
+      if (raw?._httpMessage != null) { if (typeof raw._httpMessage.detachSocket === 'function') raw._httpMessage.detachSocket(raw); else raw._httpMessage = null }
       // The listeners below outlive the upgrade: they must not hold `request` (and the raw request with it) nor its
       // child logger (a pino child per connection, ~300 bytes): the node's logger, with the client id, will do.
       const log = fastify.log
@@ -55,7 +57,6 @@ const wsRoutes: FastifyPluginAsync = async (fastify) => {
       const session = sessions.open(transport, request.principal!, {}, request.admission ?? undefined)
       transport.attach(session, sessions.commands(session), log as unknown as Logger)
       heartbeat.add(transport)
-      socket.on('close', () => heartbeat.delete(transport))
       request.log.info({ client: session.id, sub: session.sub, ip: request.ip }, 'websocket open')
       const channels = session.principal.channels
       session.send(frame.connected({ client: session.id, sub: session.sub, pingInterval: config.wsPingIntervalSeconds, ...(channels === undefined ? {} : { channels }) }))

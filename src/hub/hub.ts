@@ -112,7 +112,7 @@ export class Hub {
   private async join (sink: Sink, channel: string, since?: StreamPosition): Promise<SubscribeResult> {
     const ns = this.options.namespaces?.of(channel)
     const { presence } = this.options
-    const member = sink.member !== undefined && presence?.enabled(channel) === true ? sink.member : undefined
+    const member = presence?.enabled(channel) === true ? sink.member : undefined
     if (member !== undefined && !(await presence!.join(channel, member))) throw new Errors.CHANNEL_FULL(channel, `${ns?.maxMembers ?? 0} members`)
     let state: ChannelState
     try {

@@ -21,6 +21,8 @@ export default fp(async function externalPlugins (fastify) {
     await fastify.register(fastifyWebsocket, {
       options: {
         maxPayload: Math.max(config.maxFrameBytes * 4, 1024 * 1024),
+        // Herald's registry tracks and drains its sockets (with a close code); ws's own Set would be a second entry per connection.
+        clientTracking: false,
         perMessageDeflate: config.ws.compression ? { threshold: config.ws.compressionThreshold } : false
       }
     })

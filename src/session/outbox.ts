@@ -69,7 +69,7 @@ export class Outbox {
   private byKey?: Map<string, Slot>
   private timer?: NodeJS.Timeout
   /** Waiting for the outbox to drain (the next page of a replay), and the timer that watches for it. */
-  private drainWaiters: Array<() => void> = []
+  private drainWaiters?: Array<() => void>
   private drainTimer?: NodeJS.Timeout
 
   constructor (private readonly target: OutboxTarget, private readonly maxBytes: number) {}
@@ -87,7 +87,7 @@ export class Outbox {
   whenDrained (): Promise<void> {
     if (this.drained()) return Promise.resolve()
     return new Promise((resolve) => {
-      this.drainWaiters.push(resolve)
+      (this.drainWaiters ??= []).push(resolve)
       this.drainTimer ??= setInterval(() => { if (this.drained()) this.wakeDrainWaiters() }, FLUSH_MS).unref()
     })
   }
@@ -164,8 +164,8 @@ export class Outbox {
     clearInterval(this.drainTimer)
     this.drainTimer = undefined
     const waiters = this.drainWaiters
-    this.drainWaiters = []
-    for (const wake of waiters) wake()
+    this.drainWaiters = undefined
+    if (waiters !== undefined) for (const wake of waiters) wake()
   }
 
   /** Queues a slot that is never dropped; a live one counts against the bound (past it, the client is evicted). */

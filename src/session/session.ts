@@ -57,6 +57,57 @@ interface SubState {
 const REFRESH_LEAD_MS = 30_000
 const MIN_REFRESH_MS = 500
 
+/**
+ * The token expiries of every session of this process, by the second they fall in, watched by one timer set for the
+ * earliest: not a Timeout, a closure and its context per connection (~300 bytes each). A session is closed when its
+ * second has come, as a timer of its own would (an expiry too far off for one timer is reached in steps).
+ */
+class ExpiryWheel {
+  private readonly buckets = new Map<number, Set<Session>>()
+  private timer?: NodeJS.Timeout
+  /** The second the timer is set for (Infinity: none). */
+  private timerAt = Number.POSITIVE_INFINITY
+
+  add (session: Session, exp: number): void {
+    let set = this.buckets.get(exp)
+    if (set === undefined) this.buckets.set(exp, set = new Set())
+    set.add(session)
+    if (exp < this.timerAt) this.arm(exp)
+  }
+
+  delete (session: Session, exp: number): void {
+    const set = this.buckets.get(exp)
+    if (set === undefined || !set.delete(session)) return
+    if (set.size > 0) return
+    this.buckets.delete(exp)
+    if (this.buckets.size === 0) { clearTimeout(this.timer); this.timer = undefined; this.timerAt = Number.POSITIVE_INFINITY }
+  }
+
+  private arm (exp: number): void {
+    clearTimeout(this.timer)
+    this.timerAt = exp
+    this.timer = setTimeout(() => this.fire(), expiryTimer(exp, Date.now()).ms).unref()
+  }
+
+  /** Closes the sessions whose second has come, then waits for the earliest one left. */
+  private fire (): void {
+    this.timer = undefined
+    this.timerAt = Number.POSITIVE_INFINITY
+    const now = Date.now()
+    let next = Number.POSITIVE_INFINITY
+    for (const [exp, set] of this.buckets) {
+      if (exp * 1000 <= now) {
+        this.buckets.delete(exp)
+        for (const session of set) session.expire()
+      } else if (exp < next) {
+        next = exp
+      }
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.arm(next)
+  }
+}
+const expiries = new ExpiryWheel()
+
 /** setTimeout's longest delay (about 24.8 days); a later expiry is reached in steps. */
 export const MAX_TIMER_MS = 0x7fffffff
 
@@ -90,10 +141,12 @@ export class Session implements Sink, Connection, OutboxTarget {
   private running?: Map<string, SubState>
   private readonly outbox: Outbox
   private expiry?: NodeJS.Timeout
+  /** The `exp` (seconds) this session waits in the expiry wheel for, if it does. */
+  private waitsFor?: number
   private presenceMember?: PresenceMember
   private ended = false
   /** Replays waiting for their turn (replayTurn), and whether one holds it. */
-  private turns: Array<(release: () => void) => void> = []
+  private turns?: Array<(release: () => void) => void>
   private turnTaken = false
   private readonly present: boolean
   private readonly logLevel: 'info' | 'debug'
@@ -159,6 +212,7 @@ export class Session implements Sink, Connection, OutboxTarget {
         result = await this.services.hub.subscribe(this, channel, since)
       } finally {
         running.delete(channel)
+        if (running.size === 0 && this.running === running) this.running = undefined
       }
       // Unsubscribed while it was being set up: it was undone (see subscribed); say so rather than ack it.
       if (this.subs.get(channel) !== state) throw new Errors.NOT_SUBSCRIBED(channel)
@@ -168,7 +222,10 @@ export class Session implements Sink, Connection, OutboxTarget {
     return attempt.catch((err: unknown) => {
       if (this.subs.get(channel) === state) this.subs.delete(channel)
       throw err
-    }).finally(() => { if (attempts.get(channel) === attempt) attempts.delete(channel) })
+    }).finally(() => {
+      if (attempts.get(channel) === attempt) attempts.delete(channel)
+      if (attempts.size === 0 && this.attempts === attempts) this.attempts = undefined
+    })
   }
 
   /** The server API subscribes this session (see subscribe); a transport shared by several clients becomes its own. */
@@ -248,16 +305,16 @@ export class Session implements Sink, Connection, OutboxTarget {
   /** One replay page at a time, each once the pages before it went out (hub/replay.ts). */
   replayTurn (): Promise<() => void> {
     return new Promise((resolve) => {
-      this.turns.push(resolve)
+      (this.turns ??= []).push(resolve)
       this.grantTurn()
     })
   }
 
   private grantTurn (): void {
-    if (this.turnTaken || this.turns.length === 0) return
+    if (this.turnTaken || this.turns === undefined || this.turns.length === 0) return
     this.turnTaken = true
     void this.outbox.whenDrained().then(() => {
-      const next = this.turns.shift()!
+      const next = this.turns!.shift()!
       next(() => { this.turnTaken = false; this.grantTurn() })
     })
   }
@@ -327,14 +384,18 @@ export class Session implements Sink, Connection, OutboxTarget {
    */
   private scheduleExpiry (): void {
     clearTimeout(this.expiry)
+    if (this.waitsFor !== undefined) { expiries.delete(this, this.waitsFor); this.waitsFor = undefined }
     const exp = this.principal.exp
     if (exp === undefined) return
     if (this.principal.proxied === true && this.services.proxy?.has('refresh') === true && this.scheduleRefresh(exp)) return
-    const next = expiryTimer(exp, Date.now())
-    this.expiry = setTimeout(() => {
-      if (next.expired) this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one')
-      else this.scheduleExpiry()
-    }, next.ms).unref()
+    this.waitsFor = exp
+    expiries.add(this, exp)
+  }
+
+  /** The expiry wheel: the token's `exp` has come. */
+  expire (): void {
+    this.waitsFor = undefined
+    this.close(CloseCodes.TOKEN_EXPIRED, 'token expired: refresh it or reconnect with a new one')
   }
 
   /**
@@ -365,6 +426,7 @@ export class Session implements Sink, Connection, OutboxTarget {
   private cleanup (): void {
     this.ended = true
     clearTimeout(this.expiry)
+    if (this.waitsFor !== undefined) { expiries.delete(this, this.waitsFor); this.waitsFor = undefined }
     this.outbox.clear()
     for (const channel of this.subs.keys()) this.services.hub.unsubscribe(this, channel)
     this.subs.clear()

@@ -27,6 +27,8 @@ export class WsTransport implements Transport {
   alive = true
   /** Which slice of the heartbeat interval pings this socket (see WsHeartbeat). */
   heartbeatSlice = 0
+  /** The heartbeat this socket is in (left on close). */
+  heartbeat?: WsHeartbeat = undefined
   private session?: Session
   /** No WebSocket extension (permessage-deflate) on this socket: pre-built frames can be written as they are. */
   private readonly plain: boolean
@@ -54,7 +56,10 @@ export class WsTransport implements Transport {
       }
     })
     this.socket.on('pong', () => { this.alive = true })
-    this.socket.on('close', (code, reason) => session.gone(`peer closed (${code} ${reason.toString().slice(0, 64)})`))
+    this.socket.on('close', (code, reason) => {
+      this.heartbeat?.delete(this)
+      session.gone(`peer closed (${code} ${reason.toString().slice(0, 64)})`)
+    })
   }
 
   buffered (): number { return this.socket.bufferedAmount + this.pendingBytes }
@@ -142,6 +147,7 @@ export class WsHeartbeat {
 
   add (t: WsTransport): void {
     t.heartbeatSlice = this.sockets.size % this.slices
+    t.heartbeat = this
     this.sockets.add(t)
   }
 
