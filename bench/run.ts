@@ -58,7 +58,7 @@ function parseArgs (argv: string[]): Args {
       case '--quick': a.quick = true; break
       case '--only': a.only = list().map((s) => {
         const sc = SCENARIOS.find((x) => x.id === s || String(x.number) === s)
-        if (sc === undefined) throw new Error(`unknown scenario ${s} (1-6 or ${SCENARIOS.map((x) => x.id).join(', ')})`)
+        if (sc === undefined) throw new Error(`unknown scenario ${s} (1-7 or ${SCENARIOS.map((x) => x.id).join(', ')})`)
         return sc.id
       }); break
       case '--peers': a.peers = list().map((s) => { if (!PEERS.some((p) => p.id === s)) throw new Error(`unknown peer ${s} (${PEERS.map((p) => p.id).join(', ')})`); return s as PeerId }); break
@@ -201,7 +201,7 @@ async function runOne (sc: ScenarioDef, peer: PeerDef, size: ScenarioSize, quick
       Object.assign(result, stageFigures(summary.stages[0]))
       result.warnings.push(...summary.warnings, ...summary.stages[0].warnings)
       connectFigures(result, summary.connect)
-    } else if (sc.id === 'max-throughput') {
+    } else if (sc.id === 'max-throughput' || sc.id === 'hot-max') {
       await maxThroughput(result, resolveOptions({ ...opts, rate: 0, duration: 0 }), size, hooks, quick)
     } else if (sc.id === 'idle-memory') {
       const before = await medianRss(server.pid, 3, quick ? 200 : 1000)
@@ -278,7 +278,8 @@ async function maxThroughput (result: RunResult, o: LoadOptions, size: ScenarioS
   result.steps = steps
   try {
     connectFigures(result, session.connect)
-    const subsPerRoom = session.connect.ready / o.rooms
+    // Deliveries per publish: the subscriptions of a room (each connection holds subsPerConn rooms).
+    const subsPerRoom = session.connect.ready * o.subsPerConn / o.rooms
     const deadline = Date.now() + size.capSeconds * 1000 - 30_000
     const stepSeconds = size.warmup + size.duration + 8
     const stageOf = new Map<StepResult, StageResult>()

@@ -40,7 +40,7 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
         rows.push([label(x.peer), num(x.ready), ms(x.latency.p50), ms(x.latency.p90), ms(x.latency.p99), ms(x.latency.p999), ms(x.latency.max), num(x.deliveredPerSec),
           num(x.lost), num(x.duplicates), num(x.serverUsPerDelivery, 2), num(x.serverCores, 2), num(x.redisUsPerDelivery, 2), num(x.generatorCores, 2), num(x.otherCores, 2)])
       }
-    } else if (sc.id === 'max-throughput') {
+    } else if (sc.id === 'max-throughput' || sc.id === 'hot-max') {
       rows = [['server', 'max sustained deliveries/s', 'p99 ms there', 'server µs CPU/delivery there', 'steps: deliveries/s asked → measured, p99 ms (✓ pass / ✗ why) [cores used by other processes, when > 0.25]']]
       for (const x of runs) {
         if (!x.ok || x.steps === undefined) { rows.push(failed(x)); continue }
@@ -74,7 +74,7 @@ function fmtK (v: number): string { return v >= 1000 ? (v / 1000).toFixed(v >= 1
 
 /** Herald / peer ratios (lower is better for latency, CPU, memory and storm time; higher for throughput). */
 export function ratioRows (r: BenchResults): string[][] {
-  const rows: string[][] = [['Herald variant / peer', 'S1 p99 latency', 'S1 CPU per delivery', 'S2 max sustained deliveries/s', 'S3 memory per connection', 'S4 storm time']]
+  const rows: string[][] = [['Herald variant / peer', 'S1 p99 latency', 'S1 CPU per delivery', 'S2 max sustained deliveries/s', 'S3 memory per connection', 'S4 storm time', 'S7 hot channels max sustained']]
   const ratio = (a: number | null | undefined, b: number | null | undefined): string => a === null || a === undefined || b === null || b === undefined || b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? '—' : (a / b).toFixed(2) + '×'
   for (const h of ['herald-redis', 'herald-memory'] as PeerId[]) {
     for (const p of ['bare-ws', 'socketio'] as PeerId[]) {
@@ -84,7 +84,8 @@ export function ratioRows (r: BenchResults): string[][] {
         ratio(v('latency', h)?.serverUsPerDelivery, v('latency', p)?.serverUsPerDelivery),
         ratio(v('max-throughput', h)?.maxSustainedPerSec, v('max-throughput', p)?.maxSustainedPerSec),
         ratio(v('idle-memory', h)?.rssPerConnectionBytes, v('idle-memory', p)?.rssPerConnectionBytes),
-        ratio(v('storm', h)?.allSubscribedMs, v('storm', p)?.allSubscribedMs)])
+        ratio(v('storm', h)?.allSubscribedMs, v('storm', p)?.allSubscribedMs),
+        ratio(v('hot-max', h)?.maxSustainedPerSec, v('hot-max', p)?.maxSustainedPerSec)])
     }
   }
   return rows
@@ -110,6 +111,7 @@ export function targetChecks (r: BenchResults): TargetCheck[] {
   add('S3 memory per idle connection ≤ 1.25 × bare ws', v('idle-memory', 'herald-redis')?.rssPerConnectionBytes, v('idle-memory', 'bare-ws')?.rssPerConnectionBytes, (a, b) => a <= 1.25 * b, (a, b) => `${kib(a)} vs ${kib(b)} KiB (${(a / b).toFixed(2)}×)`)
   add('S2 max sustained deliveries/s ≥ bare ws', v('max-throughput', 'herald-redis')?.maxSustainedPerSec, v('max-throughput', 'bare-ws')?.maxSustainedPerSec, (a, b) => a >= b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
   add('S2 max sustained deliveries/s ≥ 1.5 × Socket.IO', v('max-throughput', 'herald-redis')?.maxSustainedPerSec, v('max-throughput', 'socketio')?.maxSustainedPerSec, (a, b) => a >= 1.5 * b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
+  add('S7 hot channels max sustained deliveries/s ≥ 1.5 × bare ws', v('hot-max', 'herald-redis')?.maxSustainedPerSec, v('hot-max', 'bare-ws')?.maxSustainedPerSec, (a, b) => a >= 1.5 * b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
   const heraldRuns = r.results.filter((x) => x.peer.startsWith('herald') && x.ok && x.lost !== undefined)
   const lost = heraldRuns.reduce((n, x) => n + (x.lost ?? 0) + (x.duplicates ?? 0), 0) + r.results.filter((x) => x.peer.startsWith('herald') && x.steps !== undefined).reduce((n, x) => n + x.steps!.filter((s) => s.pass).reduce((m, s) => m + s.lost, 0), 0)
   checks.push({ target: 'No event lost or duplicated (every Herald run within its limits)', measured: heraldRuns.length === 0 ? 'not measured' : `${lost} lost or duplicated`, pass: heraldRuns.length === 0 ? null : lost === 0 })

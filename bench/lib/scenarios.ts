@@ -4,7 +4,7 @@ import type { Percentiles } from './hist.js'
 
 export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300' | 'herald-redis-workers2' |
   'herald-redis-wd1' | 'herald-redis-wd5' | 'herald-redis-wd20'
-export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed' | 'hot'
+export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed' | 'hot' | 'hot-max'
 
 export interface PeerDef {
   id: PeerId
@@ -133,6 +133,16 @@ export const SCENARIOS: ScenarioDef[] = [
     size: (quick) => quick
       ? { connections: 10, rooms: 10, subsPerConn: 10, rate: 200, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
       : { connections: 40, rooms: 10, subsPerConn: 10, rate: 1000, duration: 20, warmup: 3, idle: 0, steps: [], mix: WS_ONLY, ramp: 1, maxPending: 512, capSeconds: 180 }
+  },
+  {
+    id: 'hot-max',
+    number: 7,
+    title: 'Hot channels, maximum sustained deliveries per second (p99 < 50 ms, no loss)',
+    description: 'Scenario 6\'s shape (40 WebSocket connections, each subscribed to the same 10 channels: 40 deliveries per publish) with the publish rate stepped up as in scenario 2 (15 s measured per step) until p99 ≥ 50 ms twice in a row, an event is lost, or the publish rate cannot be held; then one step halfway back.',
+    peers: ['herald-memory', 'herald-redis', 'bare-ws'],
+    size: (quick) => quick
+      ? { connections: 10, rooms: 10, subsPerConn: 10, rate: 0, duration: 2, warmup: 0.5, idle: 0, steps: [2_000, 8_000], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 40, rooms: 10, subsPerConn: 10, rate: 0, duration: 15, warmup: 2, idle: 0, steps: [40_000, 80_000, 120_000, 160_000, 200_000, 280_000, 400_000], mix: WS_ONLY, ramp: 1, maxPending: 512, capSeconds: 600 }
   }
 ]
 
