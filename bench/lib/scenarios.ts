@@ -142,7 +142,7 @@ export const SCENARIOS: ScenarioDef[] = [
     peers: ['herald-memory', 'herald-redis', 'bare-ws'],
     size: (quick) => quick
       ? { connections: 10, rooms: 10, subsPerConn: 10, rate: 0, duration: 2, warmup: 0.5, idle: 0, steps: [2_000, 8_000], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
-      : { connections: 40, rooms: 10, subsPerConn: 10, rate: 0, duration: 15, warmup: 2, idle: 0, steps: [40_000, 80_000, 120_000, 160_000, 200_000, 280_000, 400_000], mix: WS_ONLY, ramp: 1, maxPending: 512, capSeconds: 600 }
+      : { connections: 40, rooms: 10, subsPerConn: 10, rate: 0, duration: 15, warmup: 2, idle: 0, steps: [40_000, 80_000, 100_000, 120_000, 140_000, 160_000, 200_000, 240_000, 320_000], mix: WS_ONLY, ramp: 1, maxPending: 512, capSeconds: 600 }
   }
 ]
 
