@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem, tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import { resolveOptions, type LoadOptions } from './lib/options.js'
 import { LoadSession, runLoadtest, type SessionHooks, type StageResult } from './lib/session.js'
 import { fdLimits, sampleProc } from './lib/server-stats.js'
@@ -145,8 +145,7 @@ async function startPeer (peer: PeerDef, scenario: string, logDir: string, profi
   // the main thread's is the one whose name has thread id 0 (CPU.<date>.<time>.<pid>.0.<seq>.cpuprofile).
   const profDir = join(RESULTS_DIR, 'profiles', `${peer.id}-${scenario}-${new Date().toISOString().replace(/[:.]/g, '-')}`)
   if (profile) mkdirSync(profDir, { recursive: true })
-  const preload = peer.preload !== undefined ? ['--import', pathToFileURL(join(ROOT, peer.preload)).href] : []
-  const node = [process.execPath, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), '--import', TSX_LOADER, ...preload, join(ROOT, peer.script)]
+  const node = [process.execPath, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), '--import', TSX_LOADER, join(ROOT, peer.script)]
   const server = spawnWithFds(`${peer.id}-${scenario}`, node, env, ROOT, logDir)
   active.server = server
   const url = `http://127.0.0.1:${port}`

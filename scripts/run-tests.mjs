@@ -1,7 +1,7 @@
 // Runs test files with Node's own test runner (Node 20's --test takes no globs).
 //   node scripts/run-tests.mjs            every test/**/*.test.ts except test/faults/ (npm test)
 //   node scripts/run-tests.mjs --faults   test/faults/**/*.test.ts: cluster, failover and proxy scenarios (npm run test:faults)
-//   node scripts/run-tests.mjs <files…>   just those files
+//   node scripts/run-tests.mjs <files…>   just those files (--faults <files…>: run them as fault scenarios)
 import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'

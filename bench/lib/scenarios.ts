@@ -18,16 +18,11 @@ export interface PeerDef {
   env?: Record<string, string>
   /** Not run unless asked for with --peers (a diagnostic variant, not one of the compared servers). */
   diagnostic?: boolean
-  /** A module loaded into the server before its script (`--import`), relative to the repository. */
-  preload?: string
 }
 
-/**
- * Herald with WS_WRITE_DELAY_MS=ms. Until the WebSocket route passes `config.ws.writeDelayMs` to its transports,
- * bench/lib/write-delay.ts sets the transports' default from the same variable.
- */
+/** Herald with WS_WRITE_DELAY_MS=ms (read by its configuration like any other variable). */
 function writeDelayPeer (ms: 1 | 5 | 20): PeerDef {
-  return { id: `herald-redis-wd${ms}`, label: `Herald, Redis bus, WS_WRITE_DELAY_MS=${ms}`, protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_WRITE_DELAY_MS: String(ms) }, preload: 'bench/lib/write-delay.ts', diagnostic: true }
+  return { id: `herald-redis-wd${ms}`, label: `Herald, Redis bus, WS_WRITE_DELAY_MS=${ms}`, protocol: 'herald', redis: true, script: 'src/server.ts', transports: 'ws, sse, long-poll', env: { WS_WRITE_DELAY_MS: String(ms) }, diagnostic: true }
 }
 
 export const PEERS: PeerDef[] = [
