@@ -5,7 +5,7 @@ import type { Publication } from '../src/bus/broker.js'
 import { MemoryBroker } from '../src/bus/broker-memory.js'
 import { StreamCursor, decodeCursor, encodeCursor, type Cursor } from '../src/protocol/cursor.js'
 import { WsTransport } from '../src/transports/ws.js'
-import { SseClient, poll, publish, startHerald, token } from './helper.js'
+import { SseClient, WsClient, poll, publish, startHerald, token } from './helper.js'
 
 /**
  * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
@@ -66,6 +66,30 @@ test('in-process bus: publish resolves before delivery; the publications of one 
   await new Promise((resolve) => setImmediate(resolve))
   assert.deepEqual(seen.filter((p) => p.channel === 'q:1').map((p) => p.offset), [1, 2, 3])
   await broker.close()
+})
+
+test('in-process bus: the bytes transports encode for delivery and replay never stay on history entries (HISTORY_MAX_BYTES counts frames)', async (t) => {
+  const { app, url, wsUrl } = await startHerald(t)
+  const live = await WsClient.connect(wsUrl)
+  const sse = await SseClient.open(url, ['mem:1'], { token: token() })
+  t.after(() => { live.close(); sse.close() })
+  await live.subscribe('mem:1')
+  await sse.waitFor((m) => m.data.type === 'subscribed')
+  for (const i of [1, 2, 3]) assert.equal((await publish(url, 'mem:1', { i })).status, 201)
+  await live.events('mem:1', 3)
+  await sse.waitFor(() => sse.events().length >= 3)
+  // A replay of all three, on WebSocket and SSE, encodes them again.
+  const replayer = await WsClient.connect(wsUrl)
+  t.after(() => { replayer.close() })
+  const sub = await replayer.subscribe('mem:1', { offset: 0, epoch: (await live.events('mem:1', 3))[0].epoch as string })
+  assert.equal(sub.recovered, true)
+  await replayer.events('mem:1', 3)
+  const resumed = await SseClient.open(url, ['mem:1'], { token: token(), lastEventId: sse.messages.find((m) => m.data.type === 'subscribed')!.id })
+  t.after(() => { resumed.close() })
+  await resumed.waitFor(() => resumed.events().length >= 3)
+  const stream = (app.herald.broker as unknown as { streams: Map<string, { entries: object[] }> }).streams.get('mem:1')!
+  assert.equal(stream.entries.length, 3)
+  for (const entry of stream.entries) assert.deepEqual(Object.keys(entry).sort(), ['channel', 'epoch', 'frame', 'offset', 'ts'])
 })
 
 test('SSE: the events a stream gets in one turn go out in one write, each with the id of its own position', async (t) => {

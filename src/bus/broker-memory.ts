@@ -88,7 +88,9 @@ export class MemoryBroker implements Broker {
     if (req.idempotencyKey !== undefined) {
       stream.idempotency.set(req.idempotencyKey, { offset, hash, expires: now + this.options.idempotencyTtlSeconds * 1000 })
     }
-    if (this.subscribed.has(req.channel)) this.dispatchSoon(pub)
+    // Delivery gets its own object: the transports hang their encoded bytes on it (transports/wire.ts), which must
+    // not stay on the history entry — HISTORY_MAX_BYTES counts frames, not frames and their copies.
+    if (this.subscribed.has(req.channel)) this.dispatchSoon({ ...pub })
     return { channel: req.channel, offset, epoch: stream.epoch, duplicate: false }
   }
 
@@ -109,7 +111,7 @@ export class MemoryBroker implements Broker {
       for (let i = head + Math.max(0, req.since + 1 - earliest); i < entries.length && publications.length < req.limit; i++) {
         bytes += entries[i].frame.length
         if (bytes > maxBytes && publications.length > 0) break
-        publications.push(entries[i])
+        publications.push({ ...entries[i] }) // a copy, for the same reason as in publish
       }
     }
     return { publications, top: { offset: top, epoch: stream.epoch }, earliest }
