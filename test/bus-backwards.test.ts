@@ -112,7 +112,9 @@ void test('REDIS_WAIT_REPLICAS: a publish is acknowledged once a replica holds i
   const primary = await startRedis(t)
   const replica = await startRedis(t, { args: ['--replicaof', '127.0.0.1', String(primary.port), '--repl-diskless-sync-delay', '0'] })
   await until(() => cli(primary, 'INFO', 'replication').includes('connected_slaves:1') && cli(replica, 'INFO', 'replication').includes('master_link_status:up'), 'replica in sync', 10_000)
-  const { url } = await startHerald(t, { redisUrl: primary.url, config: { redisWait: { replicas: 1, timeoutMs: 300 } } })
+  // The wait is what a confirmed publish may take: long enough that a busy machine's replica always answers in time
+  // (300 ms was not, once, in a loaded run); the refused publish below waits it out once.
+  const { url } = await startHerald(t, { redisUrl: primary.url, config: { redisWait: { replicas: 1, timeoutMs: 3000 } } })
   const ok = await publish(url, 'w', 'held twice', { id: 'w1' })
   assert.equal(ok.status, 201)
   const held = cli(replica, 'XRANGE', 'herald-test:{w}:s', '-', '+')
