@@ -9,6 +9,46 @@
  * use.) A process that ends by itself reports nothing.
  */
 
+/*
+ * Where each pending timer was made, so a timer left running can be named by its origin: the global timer functions
+ * (used by Herald, ioredis and the tests alike) are wrapped to note a stack — captured, and only formatted if it is
+ * ever reported — and forget it when the timer fires (timeouts) or is cleared. The real Timeout is returned as is.
+ */
+const origins = new Map<NodeJS.Timeout, { ms: number, at: { stack?: string } }>()
+type TimerFn = (fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => NodeJS.Timeout
+function tracked (real: TimerFn, repeats: boolean): TimerFn {
+  const wrapper = function (this: unknown, fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]): NodeJS.Timeout {
+    const at: { stack?: string } = {}
+    Error.captureStackTrace(at, wrapper)
+    let timer: NodeJS.Timeout | undefined
+    const callback = typeof fn !== 'function' || repeats ? fn : function (this: unknown, ...a: unknown[]) { if (timer !== undefined) origins.delete(timer); fn.apply(this, a) }
+    timer = real(callback, ms, ...args)
+    origins.set(timer, { ms: ms ?? 0, at })
+    return timer
+  }
+  // util.promisify(setTimeout) and the like find what they look for.
+  for (const key of Object.getOwnPropertySymbols(real)) (wrapper as unknown as Record<symbol, unknown>)[key] = (real as unknown as Record<symbol, unknown>)[key]
+  return wrapper
+}
+function untracked (real: (timer?: NodeJS.Timeout | string | number) => void): (timer?: NodeJS.Timeout | string | number) => void {
+  return (timer) => { if (typeof timer === 'object' && timer !== null) origins.delete(timer); real(timer) }
+}
+globalThis.setTimeout = tracked(globalThis.setTimeout as unknown as TimerFn, false) as unknown as typeof setTimeout
+globalThis.setInterval = tracked(globalThis.setInterval as unknown as TimerFn, true) as unknown as typeof setInterval
+globalThis.clearTimeout = untracked(globalThis.clearTimeout)
+globalThis.clearInterval = untracked(globalThis.clearInterval)
+
+/** Pending timers that keep the process alive, each with the place it was made (frames outside node's own). */
+function liveTimers (): string[] {
+  const out: string[] = []
+  for (const [timer, { ms, at }] of origins) {
+    if ((timer as unknown as { _destroyed?: boolean })._destroyed === true || !timer.hasRef()) continue
+    const frames = (at.stack ?? '').split('\n').slice(1).map((l) => l.trim().replace(/^at /, '')).filter((l) => !l.includes('node:internal')).slice(0, 4)
+    out.push(`Timeout (${ms} ms) made at ${frames.join(' < ')}`)
+  }
+  return out
+}
+
 interface HandleLike { constructor?: { name?: string }, hasRef?: () => boolean, remoteAddress?: string, remotePort?: number, localPort?: number, pid?: number, spawnargs?: string[] }
 
 function openHandles (): HandleLike[] {
@@ -27,7 +67,12 @@ function describe (h: HandleLike): string {
 
 function leaks (): string[] {
   const left = openHandles().map(describe)
-  for (const kind of process.getActiveResourcesInfo()) if (kind === 'Timeout' || kind === 'Immediate') left.push(kind)
+  const timers = liveTimers()
+  left.push(...timers)
+  // Timers made some other way (node's own timers module, a library's private copy) are only counted.
+  const counted = process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
+  for (let i = timers.length; i < counted; i++) left.push('Timeout (origin not recorded)')
+  for (const kind of process.getActiveResourcesInfo()) if (kind === 'Immediate') left.push(kind)
   return left
 }
 
