@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BenchResults } from './lib/docs.js'
 import type { PeerId, RunResult } from './lib/scenarios.js'
+import { mdTable } from './lib/soak-report.js'
 import { chart, type Panel } from './lib/svg.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -46,10 +47,10 @@ const panels: Panel[] = [
   }
 ]
 writeFileSync(join(ROOT, 'docs', 'write-delay.svg'), chart(`Scenario 6 (hot channels), WS_WRITE_DELAY_MS — ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC`, panels))
-process.stdout.write('| WS_WRITE_DELAY_MS | p50 ms | p99 ms | µs CPU/delivery | vs 0 ms | deliveries/s | other cores |\n|---|---:|---:|---:|---:|---:|---:|\n')
-for (const d of rows) {
+const fixed = (v: number | null | undefined, digits: number): string => v === null || v === undefined ? '—' : v.toFixed(digits)
+process.stdout.write(mdTable(['WS_WRITE_DELAY_MS', 'p50 ms', 'p99 ms', 'µs CPU/delivery', 'vs 0 ms', 'deliveries/s', 'other cores'], rows.map((d) => {
   const x = d.x!
   const us = x.serverUsPerDelivery ?? null
-  process.stdout.write(`| ${d.label.replace('\n', ' ')} | ${x.latency?.p50.toFixed(1) ?? '—'} | ${x.latency?.p99.toFixed(1) ?? '—'} | ${us?.toFixed(2) ?? '—'} | ${us !== null && base !== null ? (us / base).toFixed(2) + '×' : '—'} | ${Math.round(x.deliveredPerSec ?? 0).toLocaleString('en-US')} | ${x.otherCores?.toFixed(2) ?? '—'} |\n`)
-}
+  return [d.label.replace('\n', ' '), fixed(x.latency?.p50, 1), fixed(x.latency?.p99, 1), fixed(us, 2), us !== null && base !== null ? (us / base).toFixed(2) + '×' : '—', Math.round(x.deliveredPerSec ?? 0).toLocaleString('en-US'), fixed(x.otherCores, 2)]
+}), ['l']) + '\n')
 process.stdout.write('wrote docs/write-delay.svg\n')
