@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions }
 import type { ServerOptions } from 'node:http'
 import type { HeraldConfig } from './config.js'
 import { Errors, errorBody } from './errors.js'
+import { heraldChildLogger } from './logging.js'
 
 /**
  * Fastify refuses a URL it cannot decode (`%` not followed by two hex digits) before any route or plugin sees it;
@@ -19,7 +20,8 @@ export function heraldFrameworkErrors (_error: FastifyError, _request: FastifyRe
  *    characters and carry a cursor for all of them (Node's default is 16 KiB);
  *  - a request's head and body must arrive within REQUEST_TIMEOUT (a slowloris holds a connection by sending them
  *    a byte at a time; Fastify's default is no limit), checked every second;
- *  - malformed URLs answered with a Herald error code.
+ *  - malformed URLs answered with a Herald error code;
+ *  - a request's child logger made only when the request logs, while request logging is off (logging.ts).
  */
 export function heraldServerOptions (config: HeraldConfig): FastifyServerOptions & { http: ServerOptions } {
   return {
@@ -27,6 +29,7 @@ export function heraldServerOptions (config: HeraldConfig): FastifyServerOptions
     routerOptions: { maxParamLength: 512 },
     http: { maxHeaderSize: 64 * 1024, connectionsCheckingInterval: 1000 },
     requestTimeout: config.requestTimeoutSeconds * 1000,
-    frameworkErrors: heraldFrameworkErrors
+    frameworkErrors: heraldFrameworkErrors,
+    childLoggerFactory: heraldChildLogger as unknown as FastifyServerOptions['childLoggerFactory']
   }
 }
