@@ -39,9 +39,9 @@ interface ChildSource {
 class LazyRequestLogger {
   private real?: ChildSource
   constructor (private readonly parent: ChildSource, private readonly bindings: Record<string, unknown>, private readonly options: Record<string, unknown>) {}
-  get level (): string { return this.parent.level }
+  get level (): string { return (this.real ?? this.parent).level }
   set level (value: string) { this.get().level = value }
-  isLevelEnabled (level: string): boolean { return this.parent.isLevelEnabled(level) }
+  isLevelEnabled (level: string): boolean { return (this.real ?? this.parent).isLevelEnabled(level) }
   child (bindings: Record<string, unknown>, options?: Record<string, unknown>): ChildSource { return this.get().child(bindings, options) }
   silent (): void {}
   trace (...args: unknown[]): void { this.log('trace', args) }

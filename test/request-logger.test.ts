@@ -22,6 +22,7 @@ async function appAt (level: string): Promise<{ url: string, lines: Array<Record
   await app.register(async (scope) => {
     scope.get('/quiet', async () => ({ ok: true }))
     scope.get('/warns', async (request) => { request.log.warn({ req: request}, 'something odd'); request.log.debug('not shown at warn'); return { ok: true } })
+    scope.get('/louder', async (request) => { request.log.level = 'debug'; request.log.debug({ seen: request.log.level }, 'now shown'); return { ok: true } })
     scope.get('/nested', async (request) => { request.log.child({ part: 'inner' }).error('inner failure'); return { ok: true } })
   }, { logSerializers: { req: serializeRequest } as unknown as Record<string, (value: unknown) => string> })
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
@@ -52,6 +53,19 @@ test('LOG_LEVEL warn: a request that logs nothing makes no child logger; one tha
   assert.equal(nested.part, 'inner')
   assert.equal(typeof nested.reqId, 'string')
   assert.notEqual(nested.reqId, line.reqId)
+
+  // A request that raises its own logger's level gets a real child at that level; the server's stays at warn.
+  assert.equal((await fetch(app.url + '/louder')).status, 200)
+  const louder = app.lines[2]
+  assert.equal(louder.msg, 'now shown')
+  assert.equal(louder.seen, 'debug')
+  assert.equal(louder.level, 20)
+  assert.equal(typeof louder.reqId, 'string')
+  // ...and that request's own completion is logged at info (Fastify's per-request level), others' are not.
+  assert.ok(app.lines.slice(3).every((l) => l.reqId === louder.reqId), JSON.stringify(app.lines.slice(3)))
+  const before = app.lines.length
+  for (let i = 0; i < 3; i++) assert.equal((await fetch(app.url + '/quiet')).status, 200)
+  assert.equal(app.lines.length, before, 'the other requests stay quiet')
 })
 
 test('LOG_LEVEL info: request logging as before, every line with its request id', async (t) => {
