@@ -4,7 +4,9 @@
  * reader processes, in the shape of scenario 1 (10,000 sockets, bursts of 100 writes, paced to a rate).
  * It prints the server's and the readers' CPU per message (user and system). Loopback only; bounded.
  *
- *   npx tsx bench/floor.ts [--connections 10000] [--rate 50000] [--seconds 5]
+ *   npx tsx bench/floor.ts [--connections 10000] [--rate 50000] [--seconds 5] [--json]
+ *
+ * With --json it prints one JSON line instead (`npm run bench` runs it so, in the same run as the servers).
  */
 import net from 'node:net'
 import { fork } from 'node:child_process'
@@ -78,9 +80,18 @@ if (process.argv[2] === 'reader') {
   const r1 = readerCpu()
   const n = bursts * PER
   const f = (us: number): string => (us / n).toFixed(2)
-  process.stdout.write(`${n} writes of ${frame.length} B to ${connections} loopback sockets in ${wall.toFixed(2)} s (${Math.round(n / wall)}/s)\n`)
-  process.stdout.write(`server  µs CPU per message: ${f(c.user + c.system)} (user ${f(c.user)}, system ${f(c.system)})\n`)
-  process.stdout.write(`readers µs CPU per message: ${f(r1.user - r0.user + r1.system - r0.system)} (user ${f(r1.user - r0.user)}, system ${f(r1.system - r0.system)})\n`)
+  if (process.argv.includes('--json')) {
+    const perMessage = (us: number): number => Math.round(us / n * 1000) / 1000
+    process.stdout.write(JSON.stringify({
+      connections, askedPerSec: rate, perSec: Math.round(n / wall), messages: n, bytes: frame.length,
+      serverUs: perMessage(c.user + c.system), serverUserUs: perMessage(c.user), serverSystemUs: perMessage(c.system),
+      readersUs: perMessage(r1.user - r0.user + r1.system - r0.system)
+    }) + '\n')
+  } else {
+    process.stdout.write(`${n} writes of ${frame.length} B to ${connections} loopback sockets in ${wall.toFixed(2)} s (${Math.round(n / wall)}/s)\n`)
+    process.stdout.write(`server  µs CPU per message: ${f(c.user + c.system)} (user ${f(c.user)}, system ${f(c.system)})\n`)
+    process.stdout.write(`readers µs CPU per message: ${f(r1.user - r0.user + r1.system - r0.system)} (user ${f(r1.user - r0.user)}, system ${f(r1.system - r0.system)})\n`)
+  }
   for (const s of sockets) s.destroy()
   server.close()
   for (const r of readers) r.disconnect()

@@ -10,6 +10,7 @@
  *   npm run bench -- --report bench/results/full.json     regenerate the docs from saved results
  *   npm run bench -- --only 1 --rate 200 --no-docs         scenario 1 at another publish rate (events/s)
  *   npm run bench -- --only 5 --mix 0,100,0 --no-docs      scenario 5 with another transport mix (ws,sse,poll %)
+ *   npm run bench -- --only 8 --no-floor                  without bench/floor.ts (run before scenarios 1 and 8 otherwise)
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -22,12 +23,14 @@ import { LoadSession, runLoadtest, type SessionHooks, type StageResult } from '.
 import { fdLimits, sampleProc } from './lib/server-stats.js'
 import { freePort, hasRedis, spawnWithFds, startRedis, waitHttp, TSX_LOADER, type Managed } from './lib/procs.js'
 import { sleep } from './lib/publisher.js'
-import { PEERS, SCENARIOS, stageFigures, type PeerDef, type PeerId, type RunResult, type ScenarioDef, type ScenarioId, type ScenarioSize, type StepResult } from './lib/scenarios.js'
+import { PEERS, SCENARIOS, stageFigures, type FloorResult, type PeerDef, type PeerId, type RunResult, type ScenarioDef, type ScenarioId, type ScenarioSize, type StepResult } from './lib/scenarios.js'
 import { consoleReport, markdownResults, spliceDoc, svgReport, type BenchResults } from './lib/docs.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const RESULTS_DIR = join(ROOT, 'bench', 'results')
 const SECRET = 'bench-' + randomBytes(16).toString('hex')
+/** The fixed-rate scenarios whose CPU per delivery is compared with bench/floor.ts in the same run. */
+const FLOOR_SCENARIOS: ScenarioId[] = ['latency', 'latency-20k']
 
 interface Args {
   quick: boolean
@@ -44,10 +47,12 @@ interface Args {
   rate?: number
   /** Transport mix override (percent ws,sse,poll) for scenario 5: e.g. all SSE against all WebSocket in one run. */
   mix?: { ws: number, sse: number, poll: number }
+  /** Run bench/floor.ts before scenarios 1 and 8 (default; --no-floor skips it). */
+  floor: boolean
 }
 
 function parseArgs (argv: string[]): Args {
-  const a: Args = { quick: false, only: SCENARIOS.map((s) => s.id), peers: PEERS.filter((p) => p.diagnostic !== true).map((p) => p.id), profile: [], writeDocs: false, fresh: true }
+  const a: Args = { quick: false, only: SCENARIOS.map((s) => s.id), peers: PEERS.filter((p) => p.diagnostic !== true).map((p) => p.id), profile: [], writeDocs: false, fresh: true, floor: true }
   let docs: boolean | undefined
   let fresh: boolean | undefined
   for (let i = 0; i < argv.length; i++) {
@@ -70,6 +75,7 @@ function parseArgs (argv: string[]): Args {
       case '--merge': a.merge = val(); break
       case '--fresh': fresh = true; break
       case '--shared': fresh = false; break
+      case '--no-floor': a.floor = false; break
       case '--rate': { const n = Number(val()); if (!Number.isInteger(n) || n <= 0) throw new Error('--rate needs a positive integer'); a.rate = n; break }
       case '--mix': {
         const [ws, sse, poll] = val().split(',').map(Number)
@@ -188,21 +194,21 @@ async function runOne (sc: ScenarioDef, peer: PeerDef, size: ScenarioSize, quick
       serverPid: server.pid,
       extraPids: redis !== undefined ? [{ name: 'redis', pid: redis.pid }] : [],
       drainTimeout: quick ? 5 : 10,
-      connectTimeout: sc.id === 'storm' ? 150 : 30,
+      connectTimeout: sc.kind === 'storm' ? 150 : 30,
       maxSeconds: size.capSeconds,
       progress: tty ? 'tty' : 'plain',
       // Quick runs are small: the generator runs in this process, which saves forking workers each time.
       workers: quick ? 0 : -1
     }
-    if (sc.id === 'latency' || sc.id === 'mixed' || sc.id === 'hot') {
+    if (sc.kind === 'fixed') {
       const summary = await runLoadtest(resolveOptions(opts), hooks)
       result.summary = summary
       Object.assign(result, stageFigures(summary.stages[0]))
       result.warnings.push(...summary.warnings, ...summary.stages[0].warnings)
       connectFigures(result, summary.connect)
-    } else if (sc.id === 'max-throughput' || sc.id === 'hot-max') {
+    } else if (sc.kind === 'stepped') {
       await maxThroughput(result, resolveOptions({ ...opts, rate: 0, duration: 0 }), size, hooks, quick)
-    } else if (sc.id === 'idle-memory') {
+    } else if (sc.kind === 'idle') {
       const before = await medianRss(server.pid, 3, quick ? 200 : 1000)
       const session = await LoadSession.open(resolveOptions({ ...opts, rate: 0, duration: 0 }), hooks)
       active.session = session
@@ -220,7 +226,7 @@ async function runOne (sc: ScenarioDef, peer: PeerDef, size: ScenarioSize, quick
         await session.close()
         active.session = undefined
       }
-    } else if (sc.id === 'storm') {
+    } else {
       const session = await LoadSession.open(resolveOptions({ ...opts, rate: 0, duration: 0, ramp: 0 }), hooks)
       active.session = session
       try {
@@ -339,6 +345,28 @@ async function maxThroughput (result: RunResult, o: LoadOptions, size: ScenarioS
   }
 }
 
+/**
+ * bench/floor.ts in a fixed-rate scenario's shape (its connections, its deliveries per second), run as a child like
+ * the servers: the raw cost of a small loopback write on this machine, in the same run as the servers it bounds.
+ */
+async function runFloor (sc: ScenarioDef, size: ScenarioSize, logDir: string): Promise<FloorResult | string> {
+  const askedPerSec = size.rate * size.connections * (size.subsPerConn ?? 1) / size.rooms
+  const command = [process.execPath, '--import', TSX_LOADER, join(ROOT, 'bench', 'floor.ts'),
+    '--connections', String(size.connections), '--rate', String(askedPerSec), '--seconds', String(Math.max(1, Math.min(size.duration, 10))), '--json']
+  const child = spawnWithFds(`floor-${sc.id}`, command, {}, ROOT, logDir)
+  let timer: NodeJS.Timeout | undefined
+  const exited = new Promise<number | null>((resolve) => child.proc.once('exit', (code) => resolve(code)))
+  const timedOut = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), 120_000) })
+  const end = await Promise.race([exited, timedOut])
+  clearTimeout(timer)
+  if (end === 'timeout') { await child.stop(); return 'bench/floor.ts did not finish within 120 s' }
+  const lines = readFileSync(child.log, 'utf8').trim().split('\n')
+  const last = lines[lines.length - 1] ?? ''
+  if (end !== 0 || !last.startsWith('{')) return `bench/floor.ts failed (exit ${String(end)}): ${last.slice(0, 200)}`
+  const f = JSON.parse(last) as Omit<FloorResult, 'scenario'>
+  return { scenario: sc.id, connections: f.connections, askedPerSec: f.askedPerSec, perSec: f.perSec, serverUs: f.serverUs, serverUserUs: f.serverUserUs, serverSystemUs: f.serverSystemUs, readersUs: f.readersUs }
+}
+
 // ---------------------------------------------------------------- main
 
 function machine (lim: ReturnType<typeof fdLimits>): BenchResults['machine'] {
@@ -434,6 +462,15 @@ async function main (): Promise<number> {
     if (args.rate !== undefined && size.rate > 0) size.rate = args.rate
     if (args.mix !== undefined && sc.id === 'mixed') size.mix = args.mix
     const tag = `[S${sc.number} ${peer.id}]`
+    // The floor under the CPU-per-delivery targets, measured once per such scenario, just before its first server.
+    if (args.floor && FLOOR_SCENARIOS.includes(sc.id) && plan.findIndex((x) => x.sc.id === sc.id) === i) {
+      process.stderr.write(`\n[S${sc.number} floor] bench/floor.ts: a plain net server, ${size.connections} sockets, ${size.rate * size.connections / size.rooms} writes/s\n`)
+      const floor = await runFloor(sc, size, logDir)
+      if (typeof floor === 'string') notes.push(`S${sc.number} floor: ${floor}`)
+      else (results.floor ??= []).push(floor)
+      process.stderr.write(`[S${sc.number} floor] ${typeof floor === 'string' ? 'FAILED: ' + floor : `${floor.serverUs.toFixed(2)} µs CPU per write at ${floor.perSec}/s`}\n`)
+      await sleep(args.quick ? 200 : 2000)
+    }
     process.stderr.write(`\n${tag} ${sc.title}: ${size.connections} connections, ${size.rooms} rooms` + (size.rate > 0 ? `, ${size.rate} events/s` : '') + '\n')
     let r: RunResult
     try {
@@ -479,6 +516,7 @@ async function main (): Promise<number> {
     final = {
       ...base,
       results: [...base.results.filter((x) => !redone(x)), ...results.results].sort((a, b) => order(a) - order(b)),
+      floor: [...(base.floor ?? []).filter((f) => results.floor?.some((g) => g.scenario === f.scenario) !== true), ...(results.floor ?? [])],
       conditions: {
         ...base.conditions,
         notes: [...base.conditions.notes, `${[...new Set(results.results.map((r) => 'S' + String(SCENARIOS.find((s) => s.id === r.scenario)!.number)))].join(', ')} (${[...new Set(results.results.map((r) => r.peer))].join(', ')}) re-run ${results.startedAt} → ${results.finishedAt} (\`${results.command}\`), load average ${results.conditions.loadavgStart.map((v) => v.toFixed(2)).join(' / ')} at its start.`]

@@ -1,4 +1,4 @@
-import { PEERS, SCENARIOS, type PeerId, type RunResult, type ScenarioId } from './scenarios.js'
+import { PEERS, SCENARIOS, type FloorResult, type PeerId, type RunResult, type ScenarioId } from './scenarios.js'
 import { chart, type Panel } from './svg.js'
 import { table } from './report.js'
 
@@ -12,6 +12,8 @@ export interface BenchResults {
   /** The Herald under test: git commit, and whether src/ or routes/ had uncommitted changes. */
   herald?: { commit: string, subject: string, dirty: string[] }
   results: RunResult[]
+  /** bench/floor.ts, run in the same run before the scenarios it bounds (1 and 8). */
+  floor?: FloorResult[]
 }
 
 const label = (id: PeerId): string => PEERS.find((p) => p.id === id)?.label ?? id
@@ -24,6 +26,10 @@ function get (r: BenchResults, s: ScenarioId, p: PeerId): RunResult | undefined 
   return r.results.find((x) => x.scenario === s && x.peer === p)
 }
 
+function floorOf (r: BenchResults, s: ScenarioId): FloorResult | undefined {
+  return r.floor?.find((f) => f.scenario === s)
+}
+
 /** Row sets per scenario: [header, ...rows]; used for both the console and Markdown. */
 export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title: string, description: string, rows: string[][], notes: string[] }> {
   const out: Array<{ id: ScenarioId, title: string, description: string, rows: string[][], notes: string[] }> = []
@@ -33,14 +39,19 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
     const notes: string[] = []
     let rows: string[][]
     const failed = (x: RunResult): string[] => [label(x.peer), 'failed: ' + (x.error ?? 'unknown').slice(0, 120)]
-    if (sc.id === 'latency' || sc.id === 'mixed' || sc.id === 'hot') {
+    if (sc.kind === 'fixed') {
       rows = [['server', 'conns', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'deliveries/s', 'lost', 'dup', 'server µs CPU/delivery', 'server cores', 'redis µs/delivery', 'generator cores', 'other procs cores']]
       for (const x of runs) {
         if (!x.ok || x.latency === undefined) { rows.push(failed(x)); continue }
         rows.push([label(x.peer), num(x.ready), ms(x.latency.p50), ms(x.latency.p90), ms(x.latency.p99), ms(x.latency.p999), ms(x.latency.max), num(x.deliveredPerSec),
           num(x.lost), num(x.duplicates), num(x.serverUsPerDelivery, 2), num(x.serverCores, 2), num(x.redisUsPerDelivery, 2), num(x.generatorCores, 2), num(x.otherCores, 2)])
       }
-    } else if (sc.id === 'max-throughput' || sc.id === 'hot-max') {
+      const f = floorOf(r, sc.id)
+      if (f !== undefined) {
+        rows.push(['floor: plain `net` writes (bench/floor.ts)', num(f.connections), '—', '—', '—', '—', '—', num(f.perSec), '—', '—', num(f.serverUs, 2), '—', '—', '—', '—'])
+        notes.push(`The floor row is bench/floor.ts in this scenario's shape, run just before its servers: a plain \`net\` server writing a 230-byte buffer to ${num(f.connections)} loopback sockets at ${num(f.askedPerSec)} writes/s (no WebSocket, JSON or framework), ${f.serverUserUs.toFixed(2)} µs user + ${f.serverSystemUs.toFixed(2)} µs system per write.`)
+      }
+    } else if (sc.kind === 'stepped') {
       rows = [['server', 'max sustained deliveries/s', 'p99 ms there', 'server µs CPU/delivery there', 'steps: deliveries/s asked → measured, p99 ms (✓ pass / ✗ why) [cores used by other processes, when > 0.25]']]
       for (const x of runs) {
         if (!x.ok || x.steps === undefined) { rows.push(failed(x)); continue }
@@ -50,7 +61,7 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
         rows.push([label(x.peer), num(x.maxSustainedPerSec ?? null), best === undefined ? '—' : ms(best.p99), best === undefined ? '—' : num(best.usPerDelivery, 2),
           x.steps.map((s, i) => `${fmtK(s.targetPerSec)}→${fmtK(s.perSec)} ${ms(s.p99)}${s.pass ? ' ✓' : ' ✗ ' + s.why.replace('p99 ≥ 50 ms', 'p99')}${other(i)}`).join('; ')])
       }
-    } else if (sc.id === 'idle-memory') {
+    } else if (sc.kind === 'idle') {
       rows = [['server', 'connections', 'RSS before (MiB)', 'RSS idle with all connected (MiB)', 'KiB per connection']]
       for (const x of runs) {
         if (!x.ok) { rows.push(failed(x)); continue }
@@ -74,14 +85,15 @@ function fmtK (v: number): string { return v >= 1000 ? (v / 1000).toFixed(v >= 1
 
 /** Herald / peer ratios (lower is better for latency, CPU, memory and storm time; higher for throughput). */
 export function ratioRows (r: BenchResults): string[][] {
-  const rows: string[][] = [['Herald variant / peer', 'S1 p99 latency', 'S1 CPU per delivery', 'S2 max sustained deliveries/s', 'S3 memory per connection', 'S4 storm time', 'S7 hot channels max sustained']]
-  const ratio = (a: number | null | undefined, b: number | null | undefined): string => a === null || a === undefined || b === null || b === undefined || b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? '—' : (a / b).toFixed(2) + '×'
+  const rows: string[][] = [['Herald variant / peer', 'S1 p99 latency', 'S1 CPU per delivery', 'S8 p99 latency (20k/s)', 'S8 CPU per delivery (20k/s)', 'S2 max sustained deliveries/s', 'S3 memory per connection', 'S4 storm time', 'S7 hot channels max sustained']]
   for (const h of ['herald-redis', 'herald-memory'] as PeerId[]) {
     for (const p of ['bare-ws', 'socketio'] as PeerId[]) {
-      const v = (s: ScenarioId, id: PeerId): RunResult | undefined => { const x = get(r, s, id); return x?.ok === true ? x : undefined }
+      const v = (s: ScenarioId, id: PeerId): RunResult | undefined => ok(r, s, id)
       rows.push([`${label(h)} / ${label(p)}`,
         ratio(v('latency', h)?.latency?.p99, v('latency', p)?.latency?.p99),
         ratio(v('latency', h)?.serverUsPerDelivery, v('latency', p)?.serverUsPerDelivery),
+        ratio(v('latency-20k', h)?.latency?.p99, v('latency-20k', p)?.latency?.p99),
+        ratio(v('latency-20k', h)?.serverUsPerDelivery, v('latency-20k', p)?.serverUsPerDelivery),
         ratio(v('max-throughput', h)?.maxSustainedPerSec, v('max-throughput', p)?.maxSustainedPerSec),
         ratio(v('idle-memory', h)?.rssPerConnectionBytes, v('idle-memory', p)?.rssPerConnectionBytes),
         ratio(v('storm', h)?.allSubscribedMs, v('storm', p)?.allSubscribedMs),
@@ -91,27 +103,45 @@ export function ratioRows (r: BenchResults): string[][] {
   return rows
 }
 
+function ok (r: BenchResults, s: ScenarioId, id: PeerId): RunResult | undefined {
+  const x = get(r, s, id)
+  return x?.ok === true ? x : undefined
+}
+
+function ratio (a: number | null | undefined, b: number | null | undefined): string {
+  return a === null || a === undefined || b === null || b === undefined || b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? '—' : (a / b).toFixed(2) + '×'
+}
+
 export interface TargetCheck { target: string, measured: string, pass: boolean | null }
 
-/** The issue's targets, checked against Herald with the Redis bus (the configuration comparable with the Redis-backed peers). */
+const HERALDS: Array<{ id: PeerId, bus: string }> = [{ id: 'herald-redis', bus: 'Redis' }, { id: 'herald-memory', bus: 'in-process' }]
+
+/** The targets of issue 15 (and the earlier ones still tracked), each on the Redis bus and on the in-process bus where it applies to both. */
 export function targetChecks (r: BenchResults): TargetCheck[] {
-  const v = (s: ScenarioId, id: PeerId): RunResult | undefined => { const x = get(r, s, id); return x?.ok === true ? x : undefined }
+  const v = (s: ScenarioId, id: PeerId): RunResult | undefined => ok(r, s, id)
   const checks: TargetCheck[] = []
   const add = (target: string, a: number | null | undefined, b: number | null | undefined, op: (a: number, b: number) => boolean, show: (a: number, b: number) => string): void => {
     if (a === null || a === undefined || b === null || b === undefined || !Number.isFinite(a) || !Number.isFinite(b)) { checks.push({ target, measured: 'not measured', pass: null }); return }
     checks.push({ target, measured: show(a, b), pass: op(a, b) })
   }
-  const hr = v('latency', 'herald-redis')
-  const bare = v('latency', 'bare-ws')
-  const sio = v('latency', 'socketio')
-  add('S1 Herald (Redis) p99 < 10 ms', hr?.latency?.p99, 10, (a, b) => a < b, (a) => `${ms(a)} ms`)
-  add('S1 Herald (Redis) p99 ≤ ½ × bare ws p99', hr?.latency?.p99, bare?.latency?.p99, (a, b) => a <= b / 2, (a, b) => `${ms(a)} vs ${ms(b)} ms (${(a / b).toFixed(2)}×)`)
-  add('S1 server CPU per delivery ≤ bare ws', hr?.serverUsPerDelivery, bare?.serverUsPerDelivery, (a, b) => a <= b, (a, b) => `${a.toFixed(2)} vs ${b.toFixed(2)} µs (${(a / b).toFixed(2)}×)`)
-  add('S1 server CPU per delivery ≤ 0.7 × Socket.IO', hr?.serverUsPerDelivery, sio?.serverUsPerDelivery, (a, b) => a <= 0.7 * b, (a, b) => `${a.toFixed(2)} vs ${b.toFixed(2)} µs (${(a / b).toFixed(2)}×)`)
-  add('S3 memory per idle connection ≤ 1.25 × bare ws', v('idle-memory', 'herald-redis')?.rssPerConnectionBytes, v('idle-memory', 'bare-ws')?.rssPerConnectionBytes, (a, b) => a <= 1.25 * b, (a, b) => `${kib(a)} vs ${kib(b)} KiB (${(a / b).toFixed(2)}×)`)
-  add('S2 max sustained deliveries/s ≥ bare ws', v('max-throughput', 'herald-redis')?.maxSustainedPerSec, v('max-throughput', 'bare-ws')?.maxSustainedPerSec, (a, b) => a >= b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
-  add('S2 max sustained deliveries/s ≥ 1.5 × Socket.IO', v('max-throughput', 'herald-redis')?.maxSustainedPerSec, v('max-throughput', 'socketio')?.maxSustainedPerSec, (a, b) => a >= 1.5 * b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
-  add('S7 hot channels max sustained deliveries/s ≥ 1.5 × bare ws', v('hot-max', 'herald-redis')?.maxSustainedPerSec, v('hot-max', 'bare-ws')?.maxSustainedPerSec, (a, b) => a >= 1.5 * b, (a, b) => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`)
+  const us = (a: number, b: number): string => `${a.toFixed(2)} vs ${b.toFixed(2)} µs (${(a / b).toFixed(2)}×)`
+  const perSec = (a: number, b: number): string => `${num(a)} vs ${num(b)} /s (${(a / b).toFixed(2)}×)`
+  const cpu = (s: ScenarioId, id: PeerId): number | null | undefined => v(s, id)?.serverUsPerDelivery
+  for (const [s, name] of [['latency-20k', 'S8 (20,000/s)'], ['latency', 'S1 (50,000/s asked)']] as Array<[ScenarioId, string]>) {
+    for (const h of HERALDS) add(`${name} server CPU per delivery ≤ bare ws, ${h.bus} bus`, cpu(s, h.id), cpu(s, 'bare-ws'), (a, b) => a <= b, us)
+    for (const h of HERALDS) add(`${name} server CPU per delivery ≤ 1.25 × bench/floor.ts, ${h.bus} bus`, cpu(s, h.id), floorOf(r, s)?.serverUs, (a, b) => a <= 1.25 * b, us)
+  }
+  add('S8 (20,000/s) p99 < 10 ms, Redis bus', v('latency-20k', 'herald-redis')?.latency?.p99, 10, (a, b) => a < b, (a) => `${ms(a)} ms`)
+  add('S1 (50,000/s asked) p99 < 10 ms, Redis bus', v('latency', 'herald-redis')?.latency?.p99, 10, (a, b) => a < b, (a) => `${ms(a)} ms`)
+  add('S1 (50,000/s asked) p99 ≤ ½ × bare ws, Redis bus', v('latency', 'herald-redis')?.latency?.p99, v('latency', 'bare-ws')?.latency?.p99, (a, b) => a <= b / 2, (a, b) => `${ms(a)} vs ${ms(b)} ms (${(a / b).toFixed(2)}×)`)
+  add('S1 server CPU per delivery ≤ 0.7 × Socket.IO, Redis bus', cpu('latency', 'herald-redis'), cpu('latency', 'socketio'), (a, b) => a <= 0.7 * b, us)
+  const max = (s: ScenarioId, id: PeerId): number | null | undefined => v(s, id)?.maxSustainedPerSec
+  for (const h of HERALDS) add(`S2 max sustained deliveries/s ≥ bare ws, ${h.bus} bus`, max('max-throughput', h.id), max('max-throughput', 'bare-ws'), (a, b) => a >= b, perSec)
+  for (const h of HERALDS) add(`S2 max sustained deliveries/s ≥ 1.5 × Socket.IO, ${h.bus} bus`, max('max-throughput', h.id), max('max-throughput', 'socketio'), (a, b) => a >= 1.5 * b, perSec)
+  add('S2 max sustained deliveries/s: in-process bus ≥ Redis bus', max('max-throughput', 'herald-memory'), max('max-throughput', 'herald-redis'), (a, b) => a >= b, perSec)
+  for (const h of HERALDS) add(`S3 memory per idle connection ≤ 1.1 × bare ws, ${h.bus} bus`, v('idle-memory', h.id)?.rssPerConnectionBytes, v('idle-memory', 'bare-ws')?.rssPerConnectionBytes, (a, b) => a <= 1.1 * b, (a, b) => `${kib(a)} vs ${kib(b)} KiB (${(a / b).toFixed(2)}×)`)
+  for (const h of HERALDS) add(`S9 SSE server CPU per delivery ≤ 1.2 × S8 WebSocket, ${h.bus} bus`, cpu('sse-20k', h.id), cpu('latency-20k', h.id), (a, b) => a <= 1.2 * b, us)
+  for (const h of HERALDS) add(`S7 hot channels max sustained deliveries/s ≥ 1.5 × bare ws, ${h.bus} bus`, max('hot-max', h.id), max('hot-max', 'bare-ws'), (a, b) => a >= 1.5 * b, perSec)
   const heraldRuns = r.results.filter((x) => x.peer.startsWith('herald') && x.ok && x.lost !== undefined)
   const lost = heraldRuns.reduce((n, x) => n + (x.lost ?? 0) + (x.duplicates ?? 0), 0) + r.results.filter((x) => x.peer.startsWith('herald') && x.steps !== undefined).reduce((n, x) => n + x.steps!.filter((s) => s.pass).reduce((m, s) => m + s.lost, 0), 0)
   checks.push({ target: 'No event lost or duplicated (every Herald run within its limits)', measured: heraldRuns.length === 0 ? 'not measured' : `${lost} lost or duplicated`, pass: heraldRuns.length === 0 ? null : lost === 0 })
@@ -127,7 +157,7 @@ export function consoleReport (r: BenchResults): string {
   }
   out.push('\n== Ratios (Herald / peer)\n')
   out.push(table(ratioRows(r)))
-  out.push('\n== Targets (Herald with the Redis bus)\n')
+  out.push('\n== Targets\n')
   out.push(table([['target', 'measured', 'result'], ...targetChecks(r).map((c) => [c.target, c.measured, c.pass === null ? '—' : c.pass ? 'met' : 'MISSED'])]))
   return out.join('\n')
 }
@@ -162,7 +192,7 @@ export function markdownResults (r: BenchResults): string {
     if (t.notes.length > 0) out.push('', t.notes.map((n) => '- ' + n).join('\n'))
   }
   out.push('', '### Ratios (Herald / peer)', '', 'Lower is better except for throughput.', '', md(ratioRows(r)))
-  out.push('', '### Targets', '', 'Checked against Herald with the Redis bus, the configuration comparable with the Redis-backed peers.', '')
+  out.push('', '### Targets', '', 'Issue 15\'s targets (and the earlier ones still tracked), each on the Redis bus and on the in-process bus where it applies to both; ratios are within this run.', '')
   out.push(md([['target', 'measured', 'result'], ...targetChecks(r).map((c) => [c.target, c.measured, c.pass === null ? '—' : c.pass ? 'met' : '**missed**'])]))
   return out.join('\n')
 }
@@ -171,6 +201,10 @@ export function svgReport (r: BenchResults): string {
   const peers = PEERS.filter((p) => p.diagnostic !== true).map((p) => p.id)
   const groupLabel = (id: PeerId): string => label(id).replace(', ', ',\n').replace(' + ', ' +\n')
   const lat = (id: PeerId): RunResult | undefined => { const x = get(r, 'latency', id); return x?.ok === true ? x : undefined }
+  const floorGroup = (sc: ScenarioId): Array<{ label: string, values: Array<number | null> }> => {
+    const f = floorOf(r, sc)
+    return f === undefined ? [] : [{ label: 'floor:\nplain net writes', values: [f.serverUs, null] }]
+  }
   const panels: Panel[] = [
     {
       title: 'S1 latency, 50k deliveries/s asked (all saturated)',
@@ -195,7 +229,15 @@ export function svgReport (r: BenchResults): string {
       title: 'S1 server CPU per delivered event',
       unit: 'µs of CPU',
       series: [{ name: 'server', color: '#e6550d' }, { name: 'redis-server', color: '#fdae6b' }],
-      groups: peers.map((id) => ({ label: groupLabel(id), values: [lat(id)?.serverUsPerDelivery ?? null, lat(id)?.redisUsPerDelivery ?? null] }))
+      groups: [...peers.map((id) => ({ label: groupLabel(id), values: [lat(id)?.serverUsPerDelivery ?? null, lat(id)?.redisUsPerDelivery ?? null] })),
+        ...floorGroup('latency')]
+    },
+    {
+      title: 'S8 server CPU per delivered event at 20k deliveries/s',
+      unit: 'µs of CPU',
+      series: [{ name: 'server', color: '#e6550d' }, { name: 'redis-server', color: '#fdae6b' }],
+      groups: [...peers.map((id) => { const x = ok(r, 'latency-20k', id); return { label: groupLabel(id), values: [x?.serverUsPerDelivery ?? null, x?.redisUsPerDelivery ?? null] } }),
+        ...floorGroup('latency-20k')]
     },
     {
       title: 'S3 server memory per idle subscribed connection',

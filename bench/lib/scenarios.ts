@@ -4,7 +4,9 @@ import type { Percentiles } from './hist.js'
 
 export type PeerId = 'herald-memory' | 'herald-redis' | 'socketio' | 'bare-ws' | 'herald-redis-ping300' | 'herald-redis-workers2' |
   'herald-redis-wd1' | 'herald-redis-wd5' | 'herald-redis-wd20'
-export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed' | 'hot' | 'hot-max'
+export type ScenarioId = 'latency' | 'max-throughput' | 'idle-memory' | 'storm' | 'mixed' | 'hot' | 'hot-max' | 'latency-20k' | 'sse-20k'
+/** How a scenario runs: one fixed publish rate, a stepped rate, idle connections (memory), or a connection storm. */
+export type ScenarioKind = 'fixed' | 'stepped' | 'idle' | 'storm'
 
 export interface PeerDef {
   id: PeerId
@@ -59,6 +61,7 @@ export interface ScenarioSize {
 export interface ScenarioDef {
   id: ScenarioId
   number: number
+  kind: ScenarioKind
   title: string
   description: string
   peers: PeerId[]
@@ -72,6 +75,7 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'latency',
     number: 1,
+    kind: 'fixed',
     title: 'Latency at fixed load',
     description: '10,000 WebSocket connections, 100 rooms (100 subscribers each), 500 events/s published over REST: 50,000 deliveries/s.',
     peers: ALL,
@@ -82,6 +86,7 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'max-throughput',
     number: 2,
+    kind: 'stepped',
     title: 'Maximum sustained deliveries per second (p99 < 50 ms, no loss)',
     description: '10,000 WebSocket connections, 100 rooms; the publish rate steps up (30 s measured per step, longer than the 25 s heartbeat period of Herald and Socket.IO) until p99 ≥ 50 ms twice in a row, an event is lost, or the publish rate cannot be held; then one step halfway back.',
     peers: [...ALL, 'herald-redis-ping300', 'herald-redis-workers2'],
@@ -92,6 +97,7 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'idle-memory',
     number: 3,
+    kind: 'idle',
     title: 'Memory per idle subscribed WebSocket connection',
     description: '20,000 WebSocket connections (fewer if the open-files limit forbids), one subscription each over 100 rooms, idle; server RSS delta / connections.',
     peers: ALL,
@@ -102,6 +108,7 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'storm',
     number: 4,
+    kind: 'storm',
     title: 'Connection storm',
     description: '20,000 clients (fewer if the open-files limit forbids) connect and subscribe at once (no pacing, no in-flight bound); time until all are subscribed.',
     peers: ALL,
@@ -112,6 +119,7 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'mixed',
     number: 5,
+    kind: 'fixed',
     title: 'Mixed transports (Herald only)',
     description: 'As scenario 1 with 50% WebSocket, 40% SSE, 10% long-poll. The peers have no SSE or long-poll, so only Herald runs it.',
     peers: ['herald-memory', 'herald-redis'],
@@ -122,6 +130,7 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'hot',
     number: 6,
+    kind: 'fixed',
     title: 'Hot channels',
     description: '40 WebSocket connections, each subscribed to the same 10 channels, 1,000 events/s published over REST over those channels (100/s each): every connection gets 1,000 events/s, 40,000 deliveries/s in all.',
     peers: ['herald-memory', 'herald-redis', 'bare-ws', 'herald-redis-wd1', 'herald-redis-wd5', 'herald-redis-wd20'],
@@ -132,14 +141,51 @@ export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'hot-max',
     number: 7,
+    kind: 'stepped',
     title: 'Hot channels, maximum sustained deliveries per second (p99 < 50 ms, no loss)',
     description: 'Scenario 6\'s shape (40 WebSocket connections, each subscribed to the same 10 channels: 40 deliveries per publish) with the publish rate stepped up as in scenario 2 (15 s measured per step) until p99 ≥ 50 ms twice in a row, an event is lost, or the publish rate cannot be held; then one step halfway back.',
     peers: ['herald-memory', 'herald-redis', 'bare-ws'],
     size: (quick) => quick
       ? { connections: 10, rooms: 10, subsPerConn: 10, rate: 0, duration: 2, warmup: 0.5, idle: 0, steps: [2_000, 8_000], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
       : { connections: 40, rooms: 10, subsPerConn: 10, rate: 0, duration: 15, warmup: 2, idle: 0, steps: [40_000, 80_000, 100_000, 120_000, 140_000, 160_000, 200_000, 240_000, 320_000], mix: WS_ONLY, ramp: 1, maxPending: 512, capSeconds: 600 }
+  },
+  {
+    id: 'latency-20k',
+    number: 8,
+    kind: 'fixed',
+    title: 'Latency and CPU at 20,000 deliveries/s',
+    description: 'As scenario 1 at 200 events/s: 10,000 WebSocket connections, 100 rooms, 20,000 deliveries/s, a load every server here holds (scenario 1 saturates them all), so latency and CPU per delivery are compared at the same delivered rate.',
+    peers: [...ALL, 'herald-redis-ping300'],
+    size: (quick) => quick
+      ? { connections: 300, rooms: 10, rate: 20, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 10_000, rooms: 100, rate: 200, duration: 30, warmup: 5, idle: 0, steps: [], mix: WS_ONLY, ramp: 5, maxPending: 512, capSeconds: 240 }
+  },
+  {
+    id: 'sse-20k',
+    number: 9,
+    kind: 'fixed',
+    title: 'SSE at 20,000 deliveries/s (Herald only)',
+    description: 'Scenario 8 with every connection on Server-Sent Events instead of WebSocket: its CPU per delivery against scenario 8\'s for the same server is what SSE costs over WebSocket.',
+    peers: ['herald-memory', 'herald-redis'],
+    size: (quick) => quick
+      ? { connections: 300, rooms: 10, rate: 20, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: { ws: 0, sse: 100, poll: 0 }, ramp: 0, maxPending: 512, capSeconds: 45 }
+      : { connections: 10_000, rooms: 100, rate: 200, duration: 30, warmup: 5, idle: 0, steps: [], mix: { ws: 0, sse: 100, poll: 0 }, ramp: 5, maxPending: 512, capSeconds: 240 }
   }
 ]
+
+/** bench/floor.ts in the same run: a plain `net` server's CPU per small loopback write, in a fixed-rate scenario's shape. */
+export interface FloorResult {
+  /** The fixed-rate scenario whose shape (connections, deliveries/s) it ran in. */
+  scenario: ScenarioId
+  connections: number
+  askedPerSec: number
+  perSec: number
+  /** Server CPU per message, µs: user + system, and each. */
+  serverUs: number
+  serverUserUs: number
+  serverSystemUs: number
+  readersUs: number
+}
 
 export interface StepResult {
   targetPerSec: number
