@@ -110,6 +110,33 @@ test('an idle SSE stream carries heartbeat comments', { timeout: 30_000 }, async
   assert.ok(Date.now() - started >= 900, 'heartbeats are paced by SSE_HEARTBEAT, not sent back to back')
 })
 
+test('a busy SSE stream carries no heartbeat comments: its events keep it alive; it is never silent longer than SSE_HEARTBEAT', { timeout: 30_000 }, async (t) => {
+  const { url } = await startHerald(t, { config: { sseHeartbeatSeconds: 1 } })
+  const controller = new AbortController()
+  t.after(() => controller.abort())
+  const res = await fetch(`${url}/v1/sse?channel=busy&token=${token()}`, { signal: controller.signal })
+  assert.equal(res.status, 200)
+  let text = ''
+  const decoder = new TextDecoder()
+  const reading = (async () => {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      text += decoder.decode(chunk, { stream: true })
+      if (text.includes('"last":true')) break
+    }
+  })()
+  // An event every 100 ms for three heartbeat periods (30 events), then a last one.
+  for (let i = 1; i <= 30; i++) {
+    assert.equal((await publish(url, 'busy', { i })).status, 201)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  assert.equal((await publish(url, 'busy', { last: true })).status, 201)
+  await reading
+  assert.equal((text.match(/^data: .*"type":"event"/gm) ?? []).length, 31, 'every event')
+  // An idle stream gets one every second (the test above); a stream that wrote within the last half second gets
+  // none. One may slip in only if this process stalled for half a second between two events.
+  assert.ok((text.match(/^: hb$/gm) ?? []).length <= 1, 'heartbeats on a busy stream: ' + JSON.stringify(text.match(/^: hb$/gm)))
+})
+
 test('the dev-only token route exists when the host asks for it and not in production; the client bundle is served', async (t) => {
   const dev = await startHerald(t, { config: { devToken: true } })
   const res = await fetch(`${dev.url}/dev/token?sub=zoe`)

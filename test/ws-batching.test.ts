@@ -8,8 +8,8 @@ import { startHerald, WsClient } from './helper.js'
  * Event frames a WebSocket gets in one turn of the event loop go out in one write (one syscall), in order, and
  * before any other frame sent after them. Counted on the server's real TCP socket.
  */
-async function setup (t: Parameters<typeof startHerald>[0], writeDelayMs = 0): Promise<{ app: Awaited<ReturnType<typeof startHerald>>['app'], client: WsClient, writes: () => number }> {
-  const { app, wsUrl } = await startHerald(t, { config: { ws: { writeDelayMs } } })
+async function setup (t: Parameters<typeof startHerald>[0], writeDelayMs = 0, pingSeconds?: number): Promise<{ app: Awaited<ReturnType<typeof startHerald>>['app'], client: WsClient, writes: () => number }> {
+  const { app, wsUrl } = await startHerald(t, { config: { ws: { writeDelayMs }, ...(pingSeconds === undefined ? {} : { wsPingIntervalSeconds: pingSeconds }) } })
   const client = await WsClient.connect(wsUrl)
   t.after(() => { client.socket.terminate() })
   await client.subscribe('batch:1')
@@ -60,7 +60,7 @@ test('WebSocket: a frame sent after batched events (here the drain close) goes o
 
 test('WS_WRITE_DELAY_MS (config ws.writeDelayMs): events of several turns wait and go out together; any other frame flushes them first', async (t) => {
   // The longest delay allowed: the ping below lets the events out first, unless the machine stalls for that long.
-  const { app, client, writes } = await setup(t, 1000)
+  const { app, client, writes } = await setup(t, 1000, 300)
   const broker = app.herald.broker
   // What a pong costs in writes, with nothing held.
   client.send({ type: 'ping', id: 'base' })
@@ -83,4 +83,39 @@ test('WS_WRITE_DELAY_MS (config ws.writeDelayMs): events of several turns wait a
     assert.equal(heldBefore, 0, 'held, not written, within the window')
     assert.equal(writes() - 2 * pongWrites, 1, 'three events of three turns went out together, in one write')
   }
+})
+
+test('WebSocket heartbeat: a ping rides in the socket\'s next event write, not a write of its own; with no events it goes alone', async (t) => {
+  // WS_PING_INTERVAL=1: a ping waits at most one tick (100 ms) for an event write.
+  const { app, client, writes } = await setup(t, 0, 1)
+  const broker = app.herald.broker
+  let pings = 0
+  let pinged = (): void => {}
+  client.socket.on('ping', () => { pings++; pinged() })
+  const nextPing = async (): Promise<void> => { await new Promise<void>((resolve) => { pinged = resolve }) }
+  const before = writes()
+  // An event every 20 ms, each in a turn of its own (one write each), until three heartbeat rounds have pinged.
+  let published = 0
+  while (pings < 3 && published < 1000) {
+    await broker.publish({ channel: 'batch:1', data: { i: published } })
+    published++
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  const events = await client.events('batch:1', published)
+  assert.deepEqual(events.map((f) => f.offset), Array.from({ length: published }, (_, i) => i + 1), 'every event, in order, around the pings')
+  assert.ok(pings >= 3, `${pings} pings`)
+  const own = writes() - before - published
+  // Each ping rides unless the process stalled for the whole 100 ms it waits; at least one of three must have.
+  assert.ok(own < pings, `${pings} pings took ${own} writes of their own`)
+  // The client answered the pings that rode (the heartbeat pinged again instead of terminating): no close frame.
+  assert.equal(client.closed, null)
+
+  // No events: the ping goes alone when its wait is over, and the answered ones keep the socket open.
+  const quiet = writes()
+  await nextPing()
+  await nextPing()
+  assert.ok(writes() > quiet, 'a ping with no event to ride with is written on its own')
+  assert.equal(client.closed, null)
+  client.send({ type: 'ping', id: 'still-open' })
+  await client.waitFor((f) => f.type === 'pong' && f.id === 'still-open')
 })

@@ -20,6 +20,8 @@ export class SseTransport implements Transport {
   private session?: Session
   private heartbeat?: NodeJS.Timeout
   private ended = false
+  /** Set by every write: the heartbeat comments only a stream that stayed quiet for half its period (see `open`). */
+  private wrote = false
   /** Messages written before the stream opened (while its subscriptions are set up), and their bytes. */
   private early: string[] | undefined = ['retry: 1000\n']
   private earlyBytes = 0
@@ -49,7 +51,11 @@ export class SseTransport implements Transport {
     })
   }
 
-  /** Starts the stream: the head, what waited, then heartbeat comments every SSE_HEARTBEAT seconds. */
+  /**
+   * Starts the stream: the head, what waited, then heartbeat comments. The heartbeat looks every half SSE_HEARTBEAT
+   * and writes `: hb` only when nothing went out since it last looked, so a stream is never silent for longer than
+   * SSE_HEARTBEAT, and one that carries events pays no write for its heartbeat.
+   */
   open (): void {
     if (this.ended || this.early === undefined) return
     this.res.writeHead(200, {
@@ -64,7 +70,10 @@ export class SseTransport implements Transport {
     this.early = undefined
     this.earlyBytes = 0
     this.res.write(early)
-    this.heartbeat = setInterval(() => this.write(': hb\n\n'), this.heartbeatSeconds * 1000).unref()
+    this.heartbeat = setInterval(() => {
+      if (this.wrote) this.wrote = false
+      else this.write(': hb\n\n')
+    }, this.heartbeatSeconds * 500).unref()
   }
 
   /**
@@ -125,6 +134,7 @@ export class SseTransport implements Transport {
     this.pendingBytes = 0
     this.firstPub = undefined
     if (this.ended) return
+    this.wrote = true
     const socket = this.res.socket
     const direct = socket !== null && socket.writable && this.res.headersSent && this.res.writableLength === socket.writableLength
     // The turn's one event, a shared one-channel message: its shared chunk, as it is.
@@ -154,6 +164,7 @@ export class SseTransport implements Transport {
     if (this.ended) return
     this.flush()
     if (this.early !== undefined) { this.early.push(text); this.earlyBytes += text.length; return }
+    this.wrote = true
     this.res.write(text)
   }
 
