@@ -2,7 +2,10 @@
  * Summarises a V8 .cpuprofile (from `node --cpu-prof`, e.g. `npm run bench -- --profile herald-redis --only 1`):
  * the functions with the most self time, and the project files with the most inclusive time.
  *
- *   npx tsx bench/profile-top.ts bench/results/profiles/herald-redis-latency-….cpuprofile [--top 30]
+ *   npx tsx bench/profile-top.ts bench/results/profiles/herald-redis-latency-….cpuprofile [--top 30] [--window 15,40]
+ *
+ * --window from,to: only the samples taken that many seconds after the profile started (a steady-state stretch,
+ * without start-up, connecting and shutdown). Idle time ("(idle)") is counted, so shares are of wall time.
  */
 import { readFileSync } from 'node:fs'
 
@@ -13,6 +16,9 @@ const file = process.argv[2]
 if (file === undefined) { process.stderr.write('usage: npx tsx bench/profile-top.ts <file.cpuprofile> [--top N]\n'); process.exit(2) }
 const topAt = process.argv.indexOf('--top')
 const top = topAt > 0 ? Number(process.argv[topAt + 1]) : 30
+const windowAt = process.argv.indexOf('--window')
+const [fromS, toS] = windowAt > 0 ? (process.argv[windowAt + 1] ?? '').split(',').map(Number) : [0, Number.POSITIVE_INFINITY]
+if (!(fromS >= 0 && toS > fromS)) { process.stderr.write('--window needs from,to in seconds (from < to)\n'); process.exit(2) }
 const prof = JSON.parse(readFileSync(file, 'utf8')) as Profile
 const byId = new Map(prof.nodes.map((n) => [n.id, n]))
 const parent = new Map<number, number>()
@@ -20,7 +26,10 @@ for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id
 
 // Time per sample: the delta that follows it.
 const selfUs = new Map<number, number>()
+let at = 0
 for (let i = 0; i < prof.samples.length; i++) {
+  at += prof.timeDeltas[i] ?? 0
+  if (at < fromS * 1e6 || at >= toS * 1e6) continue
   const dt = prof.timeDeltas[i + 1] ?? 0
   selfUs.set(prof.samples[i], (selfUs.get(prof.samples[i]) ?? 0) + dt)
 }
@@ -58,7 +67,7 @@ const print = (title: string, m: Map<string, number>, n: number, filter?: (k: st
     process.stdout.write(`${pct(us)}  ${(us / 1000).toFixed(0).padStart(7)} ms  ${k}\n`)
   }
 }
-process.stdout.write(`${file}: ${(total / 1e6).toFixed(2)} s sampled\n`)
+process.stdout.write(`${file}: ${(total / 1e6).toFixed(2)} s sampled${windowAt > 0 ? ` (${fromS}–${toS} s after the start)` : ''}\n`)
 print('Self time by area (module / package)', area, 20)
 print(`Top ${top} functions by self time`, self, top)
 print('Project functions (src/, routes/) by inclusive time', inclusive, top, (k) => /\s(src|routes)\//.test(k))
