@@ -71,6 +71,13 @@ export interface ScenarioDef {
 const ALL: PeerId[] = ['herald-memory', 'herald-redis', 'socketio', 'bare-ws']
 const WS_ONLY = { ws: 100, sse: 0, poll: 0 }
 
+/** Scenario 1's shape (10,000 connections over 100 rooms) at `rate` events/s, with `mix`; a tenth of both when quick. */
+function roomsAtRate (rate: number, mix: LoadOptions['mix']): (quick: boolean) => ScenarioSize {
+  return (quick) => quick
+    ? { connections: 300, rooms: 10, rate: rate / 10, duration: 2, warmup: 0.5, idle: 0, steps: [], mix, ramp: 0, maxPending: 512, capSeconds: 45 }
+    : { connections: 10_000, rooms: 100, rate, duration: 30, warmup: 5, idle: 0, steps: [], mix, ramp: 5, maxPending: 512, capSeconds: 240 }
+}
+
 export const SCENARIOS: ScenarioDef[] = [
   {
     id: 'latency',
@@ -79,9 +86,7 @@ export const SCENARIOS: ScenarioDef[] = [
     title: 'Latency at fixed load',
     description: '10,000 WebSocket connections, 100 rooms (100 subscribers each), 500 events/s published over REST: 50,000 deliveries/s.',
     peers: ALL,
-    size: (quick) => quick
-      ? { connections: 300, rooms: 10, rate: 50, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
-      : { connections: 10_000, rooms: 100, rate: 500, duration: 30, warmup: 5, idle: 0, steps: [], mix: WS_ONLY, ramp: 5, maxPending: 512, capSeconds: 240 }
+    size: roomsAtRate(500, WS_ONLY)
   },
   {
     id: 'max-throughput',
@@ -123,9 +128,7 @@ export const SCENARIOS: ScenarioDef[] = [
     title: 'Mixed transports (Herald only)',
     description: 'As scenario 1 with 50% WebSocket, 40% SSE, 10% long-poll. The peers have no SSE or long-poll, so only Herald runs it.',
     peers: ['herald-memory', 'herald-redis'],
-    size: (quick) => quick
-      ? { connections: 300, rooms: 10, rate: 50, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: { ws: 50, sse: 40, poll: 10 }, ramp: 0, maxPending: 512, capSeconds: 45 }
-      : { connections: 10_000, rooms: 100, rate: 500, duration: 30, warmup: 5, idle: 0, steps: [], mix: { ws: 50, sse: 40, poll: 10 }, ramp: 5, maxPending: 512, capSeconds: 240 }
+    size: roomsAtRate(500, { ws: 50, sse: 40, poll: 10 })
   },
   {
     id: 'hot',
@@ -156,9 +159,7 @@ export const SCENARIOS: ScenarioDef[] = [
     title: 'Latency and CPU at 20,000 deliveries/s',
     description: 'As scenario 1 at 200 events/s: 10,000 WebSocket connections, 100 rooms, 20,000 deliveries/s, a load every server here holds (scenario 1 saturates them all), so latency and CPU per delivery are compared at the same delivered rate.',
     peers: [...ALL, 'herald-redis-ping300'],
-    size: (quick) => quick
-      ? { connections: 300, rooms: 10, rate: 20, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: WS_ONLY, ramp: 0, maxPending: 512, capSeconds: 45 }
-      : { connections: 10_000, rooms: 100, rate: 200, duration: 30, warmup: 5, idle: 0, steps: [], mix: WS_ONLY, ramp: 5, maxPending: 512, capSeconds: 240 }
+    size: roomsAtRate(200, WS_ONLY)
   },
   {
     id: 'sse-20k',
@@ -167,9 +168,7 @@ export const SCENARIOS: ScenarioDef[] = [
     title: 'SSE at 20,000 deliveries/s (Herald only)',
     description: 'Scenario 8 with every connection on Server-Sent Events instead of WebSocket: its CPU per delivery against scenario 8\'s for the same server is what SSE costs over WebSocket.',
     peers: ['herald-memory', 'herald-redis'],
-    size: (quick) => quick
-      ? { connections: 300, rooms: 10, rate: 20, duration: 2, warmup: 0.5, idle: 0, steps: [], mix: { ws: 0, sse: 100, poll: 0 }, ramp: 0, maxPending: 512, capSeconds: 45 }
-      : { connections: 10_000, rooms: 100, rate: 200, duration: 30, warmup: 5, idle: 0, steps: [], mix: { ws: 0, sse: 100, poll: 0 }, ramp: 5, maxPending: 512, capSeconds: 240 }
+    size: roomsAtRate(200, { ws: 0, sse: 100, poll: 0 })
   }
 ]
 
