@@ -70,6 +70,7 @@ export class SseTransport implements Transport {
     this.early = undefined
     this.earlyBytes = 0
     this.res.write(early)
+    this.wrote = true
     this.heartbeat = setInterval(() => {
       if (this.wrote) this.wrote = false
       else this.write(': hb\n\n')

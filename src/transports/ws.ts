@@ -166,7 +166,7 @@ export class WsHeartbeat {
   private readonly slices: number
   private slice = 0
   private readonly timer: NodeJS.Timeout
-  /** Pings waiting for an event write, by the tick they were asked in (a ring of `rideTicks` lists). */
+  /** Pings waiting for an event write, by the tick they were asked in: a ring of one list per tick of the wait. */
   private readonly riding: WsTransport[][]
   private ticks = 0
 
