@@ -114,13 +114,15 @@ export class WsTransport implements Transport {
     const raw = (this.socket as unknown as WsInternals)._socket
     // Closed meanwhile: the frames go where ws would have put them after a close, nowhere.
     if (raw === null || !raw.writable || this.socket.readyState !== 1) return
+    let parts = pending
+    let total = bytes
     if (this.pingDue) {
-      // The waiting heartbeat ping rides in the same write: a control frame between two whole frames.
+      // The waiting heartbeat ping rides in the same write: a control frame after whole frames.
       this.pingDue = false
-      raw.write(Array.isArray(pending) ? Buffer.concat([...pending, PING_FRAME], bytes + PING_FRAME.length) : Buffer.concat([pending, PING_FRAME], bytes + PING_FRAME.length))
-      return
+      parts = Array.isArray(pending) ? [...pending, PING_FRAME] : [pending, PING_FRAME]
+      total += PING_FRAME.length
     }
-    raw.write(Array.isArray(pending) ? Buffer.concat(pending, bytes) : pending)
+    raw.write(Array.isArray(parts) ? Buffer.concat(parts, total) : parts)
   }
 
   close (code: number, reason: string): void {
@@ -129,7 +131,7 @@ export class WsTransport implements Transport {
     setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS).unref()
   }
 
-  /** Pings now (ws's own ping frame), unless a ping that was waiting has gone out with an event write meanwhile. */
+  /** Pings now, with ws's own ping frame; a ping that was waiting to ride with an event write is this one. */
   ping (): void {
     this.pingDue = false
     this.socket.ping()
