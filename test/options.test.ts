@@ -110,7 +110,7 @@ test('an idle SSE stream carries heartbeat comments', { timeout: 30_000 }, async
   assert.ok(Date.now() - started >= 900, 'heartbeats are paced by SSE_HEARTBEAT, not sent back to back')
 })
 
-test('a busy SSE stream carries no heartbeat comments: its events keep it alive; it is never silent longer than SSE_HEARTBEAT', { timeout: 30_000 }, async (t) => {
+test('a busy SSE stream carries no heartbeat comments: its events keep it alive; once they stop, heartbeats resume', { timeout: 30_000 }, async (t) => {
   const { url } = await startHerald(t, { config: { sseHeartbeatSeconds: 1 } })
   const controller = new AbortController()
   t.after(() => controller.abort())
@@ -118,12 +118,16 @@ test('a busy SSE stream carries no heartbeat comments: its events keep it alive;
   assert.equal(res.status, 200)
   let text = ''
   const decoder = new TextDecoder()
-  const reading = (async () => {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      text += decoder.decode(chunk, { stream: true })
-      if (text.includes('"last":true')) break
+  const chunks = (res.body as unknown as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
+  // Reads until `done` holds for what came so far (only the test's own timeout bounds the wait).
+  const readUntil = async (done: () => boolean): Promise<void> => {
+    while (!done()) {
+      const next = await chunks.next()
+      if (next.done === true) throw new Error('stream ended: ' + JSON.stringify(text))
+      text += decoder.decode(next.value, { stream: true })
     }
-  })()
+  }
+  const reading = readUntil(() => text.includes('"last":true'))
   // An event every 100 ms for three heartbeat periods (30 events), then a last one.
   for (let i = 1; i <= 30; i++) {
     assert.equal((await publish(url, 'busy', { i })).status, 201)
@@ -135,6 +139,9 @@ test('a busy SSE stream carries no heartbeat comments: its events keep it alive;
   // An idle stream gets one every second (the test above); a stream that wrote within the last half second gets
   // none. One may slip in only if this process stalled for half a second between two events.
   assert.ok((text.match(/^: hb$/gm) ?? []).length <= 1, 'heartbeats on a busy stream: ' + JSON.stringify(text.match(/^: hb$/gm)))
+  // The events stopped: the stream goes quiet, and its heartbeat comes back.
+  const afterLast = text.length
+  await readUntil(() => /^: hb$/m.test(text.slice(afterLast)))
 })
 
 test('the dev-only token route exists when the host asks for it and not in production; the client bundle is served', async (t) => {
