@@ -349,8 +349,7 @@ async function maxThroughput (result: RunResult, o: LoadOptions, size: ScenarioS
  * bench/floor.ts in a fixed-rate scenario's shape (its connections, its deliveries per second), run as a child like
  * the servers: the raw cost of a small loopback write on this machine, in the same run as the servers it bounds.
  */
-async function runFloor (sc: ScenarioDef, size: ScenarioSize, logDir: string): Promise<FloorResult | string> {
-  const askedPerSec = size.rate * size.connections * (size.subsPerConn ?? 1) / size.rooms
+async function runFloor (sc: ScenarioDef, size: ScenarioSize, askedPerSec: number, logDir: string): Promise<FloorResult | string> {
   const command = [process.execPath, '--import', TSX_LOADER, join(ROOT, 'bench', 'floor.ts'),
     '--connections', String(size.connections), '--rate', String(askedPerSec), '--seconds', String(Math.max(1, Math.min(size.duration, 10))), '--json']
   const child = spawnWithFds(`floor-${sc.id}`, command, {}, ROOT, logDir)
@@ -464,8 +463,10 @@ async function main (): Promise<number> {
     const tag = `[S${sc.number} ${peer.id}]`
     // The floor under the CPU-per-delivery targets, measured once per such scenario, just before its first server.
     if (args.floor && FLOOR_SCENARIOS.includes(sc.id) && plan.findIndex((x) => x.sc.id === sc.id) === i) {
-      process.stderr.write(`\n[S${sc.number} floor] bench/floor.ts: a plain net server, ${size.connections} sockets, ${size.rate * size.connections / size.rooms} writes/s\n`)
-      const floor = await runFloor(sc, size, logDir)
+      // One write per delivery: the scenario's publishes times the subscriptions of each room.
+      const writesPerSec = size.rate * size.connections * (size.subsPerConn ?? 1) / size.rooms
+      process.stderr.write(`\n[S${sc.number} floor] bench/floor.ts: a plain net server, ${size.connections} sockets, ${writesPerSec} writes/s\n`)
+      const floor = await runFloor(sc, size, writesPerSec, logDir)
       if (typeof floor === 'string') notes.push(`S${sc.number} floor: ${floor}`)
       else (results.floor ??= []).push(floor)
       process.stderr.write(`[S${sc.number} floor] ${typeof floor === 'string' ? 'FAILED: ' + floor : `${floor.serverUs.toFixed(2)} µs CPU per write at ${floor.perSec}/s`}\n`)
