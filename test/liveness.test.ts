@@ -84,6 +84,39 @@ describe('liveness', { concurrency: true }, () => {
     assert.deepEqual((await normal.events('hb:1', 1)).map((e) => e.data), [{ still: 'here' }])
   })
 
+  test('heartbeat under churn: sockets that came and went leave no trace in the ping rounds; those that stay are pinged, and a deaf one among them is still cut', async (t) => {
+    const { app, url, wsUrl } = await startHerald(t, { config: { wsPingIntervalSeconds: 1 } })
+    const stays = await WsClient.connect(wsUrl, { token: token({ sub: 'stays' }) })
+    t.after(() => stays.close())
+    let pings = 0
+    stays.socket.on('ping', () => { pings++ })
+    // Four waves of 20 sockets open and go (80, within CONNECT_BURST), half closed with a handshake and half cut:
+    // each joined a slice of the heartbeat and must have left it. One left behind would be pinged while closed, then
+    // counted as a timeout.
+    const open = async (sub: string): Promise<WebSocket> => {
+      const socket = new WebSocket(`${wsUrl}/v1/ws`, { headers: { authorization: `Bearer ${token({ sub })}` } })
+      socket.on('error', () => {})
+      t.after(() => socket.terminate())
+      await new Promise<void>((resolve, reject) => { socket.once('open', () => resolve()); socket.once('close', () => reject(new Error(sub + ' closed before it opened'))) })
+      return socket
+    }
+    for (let wave = 0; wave < 4; wave++) {
+      const sockets = await Promise.all(Array.from({ length: 20 }, async (_, i) => await open(`churn-${wave}-${i}`)))
+      sockets.forEach((s, i) => { if (i % 2 === 0) s.close(1000); else s.terminate() })
+      await until(() => app.herald.connections.count('websocket') === 1, `wave ${wave}'s sockets to be gone`, HANG_MS)
+    }
+    const deaf = await deafClient(t, wsUrl, 'deaf-after-churn')
+    const closed = await withTimeout(deaf.closed, HANG_MS, 'the server to terminate a client that never answers pings')
+    assert.equal(closed.code, 1006)
+    assert.ok(deaf.pings.length >= 1, 'it was pinged before being terminated')
+    // Three more rounds for the socket that stayed: every slice has come round several times since the churn.
+    const before = pings
+    await until(() => pings >= before + 3 || stays.closed !== null, 'three more ping rounds for the socket that stayed', HANG_MS)
+    assert.equal(stays.closed, null)
+    assert.equal(await metric(url, 'herald_heartbeat_timeouts_total'), 1, 'only the deaf socket timed out: none of the 80 that left was pinged')
+    assert.equal(app.herald.connections.count('websocket'), 1)
+  })
+
   test('application ping: a ping frame is answered by a pong with the same id (and one without id by a pong without)', async (t) => {
     const { wsUrl } = await startHerald(t)
     const ws = await WsClient.connect(wsUrl)
