@@ -31,7 +31,11 @@ function assertSane (json: string, connections: number): void {
   assert.ok(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l))
   assert.ok(l.max < 10_000, 'latency under 10 s')
   assert.ok(st.generator.cpuSeconds > 0)
+  // The machine's share: other processes and the hypervisor's steal (Linux has /proc/stat), never negative.
+  assert.ok(st.machine !== null, 'machine figures from /proc/stat')
+  assert.ok(st.machine.busyCores >= 0 && st.machine.otherCores >= 0 && st.machine.stealCores >= 0, JSON.stringify(st.machine))
   assert.ok(formatSummary(s).includes('latency ms'))
+  assert.match(formatSummary(s), /withheld by the hypervisor \(steal\)/)
 }
 
 test('the load tester refuses non-loopback targets unless --allow-host names them', () => {

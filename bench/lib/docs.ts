@@ -1,6 +1,7 @@
 import { PEERS, SCENARIOS, type FloorResult, type PeerId, type RunResult, type ScenarioId } from './scenarios.js'
 import { chart, type Panel } from './svg.js'
 import { table } from './report.js'
+import { STEAL_WARN_CORES } from './procs.js'
 
 export interface BenchResults {
   mode: 'quick' | 'full'
@@ -40,11 +41,11 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
     let rows: string[][]
     const failed = (x: RunResult): string[] => [label(x.peer), 'failed: ' + (x.error ?? 'unknown').slice(0, 120)]
     if (sc.kind === 'fixed') {
-      rows = [['server', 'conns', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'deliveries/s', 'lost', 'dup', 'server µs CPU/delivery', 'server cores', 'redis µs/delivery', 'generator cores', 'other procs cores']]
+      rows = [['server', 'conns', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'deliveries/s', 'lost', 'dup', 'server µs CPU/delivery', 'server cores', 'redis µs/delivery', 'generator cores', 'other procs / steal cores']]
       for (const x of runs) {
         if (!x.ok || x.latency === undefined) { rows.push(failed(x)); continue }
         rows.push([label(x.peer), num(x.ready), ms(x.latency.p50), ms(x.latency.p90), ms(x.latency.p99), ms(x.latency.p999), ms(x.latency.max), num(x.deliveredPerSec),
-          num(x.lost), num(x.duplicates), num(x.serverUsPerDelivery, 2), num(x.serverCores, 2), num(x.redisUsPerDelivery, 2), num(x.generatorCores, 2), num(x.otherCores, 2)])
+          num(x.lost), num(x.duplicates), num(x.serverUsPerDelivery, 2), num(x.serverCores, 2), num(x.redisUsPerDelivery, 2), num(x.generatorCores, 2), num(x.otherCores, 2) + ' / ' + num(x.stealCores, 2)])
       }
       const f = floorOf(r, sc.id)
       if (f !== undefined) {
@@ -52,12 +53,16 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
         notes.push(`The floor row is bench/floor.ts in this scenario's shape, run just before its servers: a plain \`net\` server writing a 230-byte buffer to ${num(f.connections)} loopback sockets at ${num(f.askedPerSec)} writes/s (no WebSocket, JSON or framework), ${f.serverUserUs.toFixed(2)} µs user + ${f.serverSystemUs.toFixed(2)} µs system per write.`)
       }
     } else if (sc.kind === 'stepped') {
-      rows = [['server', 'max sustained deliveries/s', 'p99 ms there', 'server µs CPU/delivery there', 'steps: deliveries/s asked → measured, p99 ms (✓ pass / ✗ why) [cores used by other processes, when > 0.25]']]
+      rows = [['server', 'max sustained deliveries/s', 'p99 ms there', 'server µs CPU/delivery there', 'steps: deliveries/s asked → measured, p99 ms (✓ pass / ✗ why) [cores used by other processes, when > 0.25; withheld by the hypervisor, when > 0.05]']]
       for (const x of runs) {
         if (!x.ok || x.steps === undefined) { rows.push(failed(x)); continue }
         const best = x.steps.filter((s) => s.pass).sort((a, b) => b.perSec - a.perSec)[0]
         // Steps and the session's stages are in the same order: the machine figures come from there.
-        const other = (i: number): string => { const o = x.summary?.stages[i]?.machine?.otherCores; return o !== undefined && o > 0.25 ? ` [others ${o.toFixed(1)} cores]` : '' }
+        const other = (i: number): string => {
+          const m = x.summary?.stages[i]?.machine
+          const others = m !== undefined && m !== null && m.otherCores > 0.25 ? ` [others ${m.otherCores.toFixed(1)} cores]` : ''
+          return others + (m !== undefined && m !== null && (m.stealCores ?? 0) > STEAL_WARN_CORES ? ` [steal ${m.stealCores.toFixed(2)} cores]` : '')
+        }
         rows.push([label(x.peer), num(x.maxSustainedPerSec ?? null), best === undefined ? '—' : ms(best.p99), best === undefined ? '—' : num(best.usPerDelivery, 2),
           x.steps.map((s, i) => `${fmtK(s.targetPerSec)}→${fmtK(s.perSec)} ${ms(s.p99)}${s.pass ? ' ✓' : ' ✗ ' + s.why.replace('p99 ≥ 50 ms', 'p99')}${other(i)}`).join('; ')])
       }

@@ -100,14 +100,20 @@ export function hasRedis (): boolean {
   return spawnSync('redis-server', ['--version']).status === 0
 }
 
-/** Total busy CPU seconds of the machine (all cores) from /proc/stat. */
-export function machineBusySeconds (): number | undefined {
+/** Steal above this (cores, over a measurement) is reported: the timings were taken on a shared, busy host. */
+export const STEAL_WARN_CORES = 0.05
+
+/**
+ * CPU seconds of the whole machine (all cores) from /proc/stat: `busy` run by this machine's processes and
+ * interrupts, and `steal`, the time a virtual machine's CPUs were ready to run but the hypervisor ran something
+ * else (another guest): the machine is shared, and steal shows when it was.
+ */
+export function machineCpuSeconds (): { busy: number, steal: number } | undefined {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]
     const v = line.trim().split(/\s+/).slice(1).map(Number)
-    // user nice system idle iowait irq softirq steal
-    const busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] ?? 0)
-    return busy / 100
+    // user nice system idle iowait irq softirq steal (in USER_HZ, 100 a second)
+    return { busy: (v[0] + v[1] + v[2] + v[5] + v[6]) / 100, steal: (v[7] ?? 0) / 100 }
   } catch {
     return undefined
   }

@@ -49,7 +49,7 @@ function stageRows (st: StageResult, named: boolean): string[][] {
   }
   for (const o of st.others) rows.push([p + o.name, `${(o.cores * 100).toFixed(0)}% of a core, ${o.usPerDelivery.toFixed(2)} µs CPU per delivery`])
   rows.push([p + 'generator', `${(st.generator.cores * 100).toFixed(0)}% of a core in total (per process: ${st.generator.perProcess.map((c) => (c * 100).toFixed(0) + '%').join(', ')}), event-loop lag p99 ${st.generator.lagP99Ms.toFixed(1)} ms`])
-  if (st.machine !== null) rows.push([p + 'machine', `${st.machine.busyCores.toFixed(2)} cores busy, of which ${st.machine.otherCores.toFixed(2)} by other processes`])
+  if (st.machine !== null) rows.push([p + 'machine', `${st.machine.busyCores.toFixed(2)} cores busy, of which ${st.machine.otherCores.toFixed(2)} by other processes; ${(st.machine.stealCores ?? 0).toFixed(2)} withheld by the hypervisor (steal)`])
   if (Object.keys(st.errors).length > 0) rows.push([p + 'client errors', fmtErrors(st.errors)])
   return rows
 }

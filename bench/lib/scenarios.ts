@@ -220,6 +220,8 @@ export interface RunResult {
   generatorCores?: number
   generatorBusiest?: number
   otherCores?: number | null
+  /** Cores the hypervisor withheld during the measurement (steal time; see session.ts). */
+  stealCores?: number | null
   rssBeforeBytes?: number | null
   rssAfterBytes?: number | null
   rssPerConnectionBytes?: number | null
@@ -245,6 +247,7 @@ export function stageFigures (st: StageResult): Partial<RunResult> {
     redisUsPerDelivery: st.others.find((o) => o.name === 'redis')?.usPerDelivery ?? null,
     generatorCores: st.generator.cores,
     generatorBusiest: Math.max(...st.generator.perProcess),
-    otherCores: st.machine?.otherCores ?? null
+    otherCores: st.machine?.otherCores ?? null,
+    stealCores: st.machine?.stealCores ?? null
   }
 }

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { Generator } from './worker.js'
 import { Publisher, sleep } from './publisher.js'
 import { ServerProbe, sampleProc, fdLimits, type ProcSample } from './server-stats.js'
-import { machineBusySeconds } from './procs.js'
+import { machineCpuSeconds, STEAL_WARN_CORES } from './procs.js'
 import { merge, percentilesMs, type Percentiles } from './hist.js'
 import { plannedRoomSubs, type FromWorker, type ToWorker, type WorkerProgress, type WorkerReady, type StageReport, type WorkerConfig } from './plan.js'
 import type { LoadOptions } from './options.js'
@@ -41,8 +41,11 @@ export interface StageResult {
   server: { source: string, cpuSeconds: number, cores: number, usPerDelivery: number, rssBytes: number } | null
   others: Array<{ name: string, cpuSeconds: number, cores: number, usPerDelivery: number }>
   generator: { cpuSeconds: number, cores: number, perProcess: number[], lagP99Ms: number, lagMaxMs: number }
-  /** Whole machine over the measurement: busy cores, and those used by processes other than server, generator and extras. */
-  machine: { busyCores: number, otherCores: number } | null
+  /**
+   * Whole machine over the measurement: busy cores, those used by processes other than server, generator and
+   * extras, and the cores the hypervisor withheld (steal).
+   */
+  machine: { busyCores: number, otherCores: number, stealCores: number } | null
   errors: Record<string, number>
   warnings: string[]
 }
@@ -273,12 +276,12 @@ export class LoadSession {
     let serverFrom: ProcSample | undefined
     const others = this.o.extraPids
     let othersFrom: Array<ProcSample | undefined> = []
-    let machineFrom: { at: number, busy: number | undefined } | undefined
+    let machineFrom: { at: number, cpu: ReturnType<typeof machineCpuSeconds> } | undefined
     const sampleAtStart = setTimeout(() => {
       this.phase = 'run'
       void this.probe.sample().then((s) => { serverFrom = s })
       othersFrom = others.map((p) => sampleProc(p.pid))
-      machineFrom = { at: Date.now(), busy: machineBusySeconds() }
+      machineFrom = { at: Date.now(), cpu: machineCpuSeconds() }
     }, Math.max(0, measureFrom - Date.now()))
     await this.publisher.run(spec.rate, measureEnd)
     clearTimeout(sampleAtStart)
@@ -290,7 +293,7 @@ export class LoadSession {
     const drainMs = Date.now() - drainStart
     const serverTo = await this.probe.sample()
     const othersTo = others.map((p) => sampleProc(p.pid))
-    const machineTo = { at: Date.now(), busy: machineBusySeconds() }
+    const machineTo = { at: Date.now(), cpu: machineCpuSeconds() }
     const end = Date.now()
     const failed = [...this.publisher.failed.entries()]
     for (const h of this.workers) h.send({ type: 'stageEnd', maxSeq: this.publisher.seq, failed })
@@ -385,10 +388,11 @@ export class LoadSession {
       errors,
       warnings: []
     }
-    if (machineFrom?.busy !== undefined && machineTo.busy !== undefined && machineTo.at > machineFrom.at) {
-      const busyCores = (machineTo.busy - machineFrom.busy) / ((machineTo.at - machineFrom.at) / 1000)
+    if (machineFrom?.cpu !== undefined && machineTo.cpu !== undefined && machineTo.at > machineFrom.at) {
+      const seconds = (machineTo.at - machineFrom.at) / 1000
+      const busyCores = (machineTo.cpu.busy - machineFrom.cpu.busy) / seconds
       const ours = (result.server?.cores ?? 0) + result.generator.cores + sum(result.others.map((x) => x.cores))
-      result.machine = { busyCores, otherCores: Math.max(0, busyCores - ours) }
+      result.machine = { busyCores, otherCores: Math.max(0, busyCores - ours), stealCores: Math.max(0, (machineTo.cpu.steal - machineFrom.cpu.steal) / seconds) }
     }
     this.stageWarnings(result)
     this.stages.push(result)
@@ -408,6 +412,7 @@ export class LoadSession {
     const busy = r.generator.cores + (r.server?.cores ?? 0) + sum(r.others.map((o) => o.cores))
     if (busy > nproc * 0.9) w(`server + generator used ${busy.toFixed(2)} of ${nproc} cores: the machine is saturated`)
     if (r.machine !== null && r.machine.otherCores > 0.25) w(`other processes on this machine used ${r.machine.otherCores.toFixed(2)} of ${nproc} cores during the measurement`)
+    if (r.machine !== null && r.machine.stealCores > STEAL_WARN_CORES) w(`the hypervisor withheld ${r.machine.stealCores.toFixed(2)} of ${nproc} cores (steal time) during the measurement: another guest was running on this machine's CPUs, and timings are not comparable with a quiet run`)
   }
 
   /** Deliveries the subscribers should hold once everything published so far has arrived. */
