@@ -22,17 +22,27 @@ const arg = (name: string, dflt: number): number => {
 if (process.argv[2] === 'reader') {
   const [port, count, base] = process.argv.slice(3).map(Number)
   let opened = 0
+  /** Why connects failed, by error code (sent to the parent, which names them if sockets are missing). */
+  const failures: Record<string, number> = {}
+  // A connect can fail on a busy machine (a source port still held by an earlier run, a full accept queue): it is
+  // tried again, a few times, a little later.
+  const connect = (i: number, attempt: number): void => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${2 + base + (i % 4)}` })
+    let connected = false
+    s.once('connect', () => { connected = true })
+    s.on('data', () => {})
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (connected) return
+      failures[err.code ?? 'error'] = (failures[err.code ?? 'error'] ?? 0) + 1
+      if (attempt < 5) setTimeout(() => connect(i, attempt + 1), 100 * (attempt + 1))
+    })
+  }
   const open = (): void => {
-    for (let k = 0; k < 500 && opened < count; k++, opened++) {
-      const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${2 + base + (opened % 4)}` })
-      s.on('data', () => {})
-      s.on('error', () => {})
-      s.on('close', () => {})
-    }
+    for (let k = 0; k < 500 && opened < count; k++, opened++) connect(opened, 0)
     if (opened < count) setTimeout(open, 20)
   }
   open()
-  const report = setInterval(() => { if (process.connected) process.send?.(process.cpuUsage()) }, 250)
+  const report = setInterval(() => { if (process.connected) process.send?.({ usage: process.cpuUsage(), failures }) }, 250)
   process.on('error', () => process.exit(0)) // the parent is gone
   process.on('disconnect', () => { clearInterval(report); setTimeout(() => process.exit(0), 200) })
 } else {
@@ -46,10 +56,18 @@ if (process.argv[2] === 'reader') {
   const port = (server.address() as net.AddressInfo).port
   const readers = [0, 4].map((base) => fork(fileURLToPath(import.meta.url), ['reader', String(port), String(connections / 2), String(base)], { execArgv: process.execArgv }))
   const usage: Array<NodeJS.CpuUsage | undefined> = [undefined, undefined]
-  readers.forEach((r, i) => { r.on('message', (m) => { usage[i] = m as NodeJS.CpuUsage }); r.on('error', () => {}) })
+  const failures: Array<Record<string, number>> = [{}, {}]
+  readers.forEach((r, i) => {
+    r.on('message', (m: { usage: NodeJS.CpuUsage, failures: Record<string, number> }) => { usage[i] = m.usage; failures[i] = m.failures })
+    r.on('error', () => {})
+  })
   const deadline = Date.now() + 60_000
   while (sockets.length < connections && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
-  if (sockets.length < connections) throw new Error(`only ${sockets.length} of ${connections} connected`)
+  if (sockets.length < connections) {
+    const why = failures.flatMap((f) => Object.entries(f)).map(([code, n]) => `${code} ×${n}`).join(', ')
+    for (const r of readers) r.kill()
+    throw new Error(`only ${sockets.length} of ${connections} connected (failed connects, each tried up to 6 times: ${why === '' ? 'none reported' : why})`)
+  }
   await new Promise((resolve) => setTimeout(resolve, 1000))
   const frame = Buffer.alloc(230, 0x78)
   const readerCpu = (): { user: number, system: number } => {
