@@ -1,11 +1,15 @@
 import { test } from 'node:test'
+import { spawnSync } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import assert from 'node:assert/strict'
 import { Socket } from 'node:net'
 import type { Publication } from '../src/bus/broker.js'
 import { MemoryBroker } from '../src/bus/broker-memory.js'
 import { StreamCursor, decodeCursor, encodeCursor, type Cursor } from '../src/protocol/cursor.js'
 import { WsTransport } from '../src/transports/ws.js'
-import { SseClient, WsClient, poll, publish, startHerald, token } from './helper.js'
+import { ROOT, SseClient, WsClient, poll, publish, startHerald, token } from './helper.js'
 
 /**
  * The fast paths of issue 15, each checked for what it must keep: the stream cursor encoded incrementally says
@@ -209,4 +213,29 @@ test('WS_WRITE_DELAY_MS: a socket\'s events wait up to the delay and go out in o
   assert.equal(delivered.websocket, 3)
   // The default (0) writes at the end of the turn, as before.
   assert.equal(WsTransport.defaultWriteDelayMs, 0)
+})
+
+test('bench/delivery-chain.ts: through the real hub, sessions and WebSocket transports, each session gets one write per round; two checkouts take turns', async () => {
+  const run = (args: string[]): { status: number | null, stdout: string, stderr: string } => {
+    const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
+    const res = spawnSync(process.execPath, ['--import', tsx, join(ROOT, 'bench', 'delivery-chain.ts'), ...args], { cwd: ROOT, encoding: 'utf8' })
+    return { status: res.status, stdout: res.stdout, stderr: res.stderr }
+  }
+  // The same checkout twice: two hubs with their own sessions in one process, measured in turns.
+  const ok = run(['--root', '.,.', '--sessions', '300', '--channels', '30', '--rounds', '4', '--repeat', '3'])
+  assert.equal(ok.status, 0, ok.stderr)
+  const out = JSON.parse(ok.stdout) as { deliveriesPerRepeat: number, roots: Array<{ usPerDelivery: number[], minUsPerDelivery: number, medianUsPerDelivery: number }>, medianRatioToFirst: number[] }
+  // The script itself fails unless every session got exactly one write per round (one event each, one write per turn).
+  assert.equal(out.deliveriesPerRepeat, 1200)
+  assert.equal(out.roots.length, 2)
+  for (const root of out.roots) {
+    assert.equal(root.usPerDelivery.length, 3)
+    assert.ok(root.usPerDelivery.every((x) => x > 0), JSON.stringify(root))
+    assert.ok(root.minUsPerDelivery <= root.medianUsPerDelivery)
+  }
+  assert.equal(out.medianRatioToFirst[0], 1)
+  assert.ok(out.medianRatioToFirst[1] > 0)
+  const bad = run(['--channels', '0'])
+  assert.notEqual(bad.status, 0)
+  assert.match(bad.stderr, /--channels needs a positive integer/)
 })

@@ -66,7 +66,7 @@ export class ChannelState {
     this.observer?.dispatched(pub)
     for (const [sink, sub] of this.subs) {
       if (sub.buffer === null) {
-        if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub) }
+        if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub, false, sub) }
       } else if (sub.buffer.push(pub) > 2 * LIVE_BUFFER_MAX) {
         // A replay that cannot keep up holds only the newest; it reads the rest from history.
         sub.buffer.splice(0, sub.buffer.length - LIVE_BUFFER_MAX)
@@ -75,7 +75,7 @@ export class ChannelState {
   }
 
   deliverTo (sink: Sink, sub: Subscription, pub: Publication, replay = false): void {
-    if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub, replay) }
+    if (pub.offset > sub.offset) { sub.offset = pub.offset; sink.deliver(pub, replay, sub) }
   }
 
   /** Goes through what was held, in order; true when one of them calls for a catch-up. */

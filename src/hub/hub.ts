@@ -89,19 +89,20 @@ export class Hub {
   /**
    * Subscribes `sink` to `channel`. Without `since`, delivery starts with the next publication. With `since`,
    * the events after it are replayed from history first, seamlessly followed by live ones (live events are
-   * buffered during the history read and merged by offset), or the result says why they cannot be.
+   * buffered during the history read and merged by offset), or the result says why they cannot be. `sub`: an object
+   * of the sink's to keep as this subscription (its fields are set here), passed back with every delivery.
    */
-  async subscribe (sink: Sink, channel: string, since?: StreamPosition): Promise<SubscribeResult> {
+  async subscribe (sink: Sink, channel: string, since?: StreamPosition, sub?: Subscription): Promise<SubscribeResult> {
     if (this.channels.get(channel)?.subs.has(sink) === true) throw new Errors.ALREADY_SUBSCRIBED(channel)
     const ns = this.options.namespaces?.of(channel)
     const maxSubscribers = ns?.maxSubscribers ?? 0
-    if (maxSubscribers === 0) return await this.join(sink, channel, since)
+    if (maxSubscribers === 0) return await this.join(sink, channel, since, sub)
     // Subscribes still on their way count too, so a burst cannot slip past the cap while they are.
     const joining = this.joining.get(channel) ?? 0
     if (this.subscriberCount(channel) + joining >= maxSubscribers) throw new Errors.CHANNEL_FULL(channel, `${maxSubscribers} subscribers on this node`)
     this.joining.set(channel, joining + 1)
     try {
-      return await this.join(sink, channel, since)
+      return await this.join(sink, channel, since, sub)
     } finally {
       const left = (this.joining.get(channel) ?? 1) - 1
       if (left > 0) this.joining.set(channel, left)
@@ -109,7 +110,7 @@ export class Hub {
     }
   }
 
-  private async join (sink: Sink, channel: string, since?: StreamPosition): Promise<SubscribeResult> {
+  private async join (sink: Sink, channel: string, since?: StreamPosition, given?: Subscription): Promise<SubscribeResult> {
     const ns = this.options.namespaces?.of(channel)
     const { presence } = this.options
     const member = presence?.enabled(channel) === true ? sink.member : undefined
@@ -126,7 +127,10 @@ export class Hub {
       this.releaseIfIdle(state)
       throw new Errors.ALREADY_SUBSCRIBED(channel)
     }
-    const sub: Subscription = { offset: state.offset, buffer: null, member }
+    const sub: Subscription = given ?? { offset: 0, buffer: null, member: undefined }
+    sub.offset = state.offset
+    sub.buffer = null
+    sub.member = member
     // A latest-value channel gives a new subscriber its latest event first: a replay from just before it.
     const latest = since === undefined && ns?.latest === true && state.offset > 0
     if (latest) since = { offset: state.offset - 1, epoch: state.epoch }

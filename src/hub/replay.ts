@@ -5,7 +5,11 @@ import type { RecoveryFailure, SubscribeResult } from './sink.js'
 import { recoveryFailure } from './recovery.js'
 import { Errors } from '../errors.js'
 
-/** One sink's subscription to one channel, as the hub keeps it. */
+/**
+ * One sink's subscription to one channel, as the hub keeps it. The sink may hand the hub an object of its own to
+ * keep (Hub.subscribe's `sub`: a session's state for that channel), which the hub then passes back with every
+ * delivery: the sink finds its state for the event without a lookup.
+ */
 export interface Subscription {
   /** Last offset delivered to this sink. */
   offset: number

@@ -1,6 +1,7 @@
 import type { Publication } from '../bus/broker.js'
 import type { PresenceMember } from '../presence/presence.js'
 import type { RecoveryFailure } from '../protocol/frames.js'
+import type { Subscription } from './replay.js'
 
 export type { RecoveryFailure }
 
@@ -26,8 +27,11 @@ export interface Sink {
   readonly member?: PresenceMember
   /** A subscription is ready: called right before its replay (if any), then live events follow. */
   subscribed: (result: SubscribeResult) => void
-  /** `replay`: part of a resume's catch-up burst (history, then what arrived while it was read), not live. */
-  deliver: (pub: Publication, replay?: boolean) => void
+  /**
+   * `replay`: part of a resume's catch-up burst (history, then what arrived while it was read), not live. `sub`: the
+   * subscription it is delivered for (the object the sink gave Hub.subscribe, if it gave one).
+   */
+  deliver: (pub: Publication, replay: boolean, sub: Subscription) => void
   /**
    * The hub can no longer continue the channel without a gap (the bus came back with a new epoch, or missed
    * events are no longer in history). The subscription is already removed; the sink tells its client to

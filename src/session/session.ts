@@ -15,6 +15,7 @@ import { frame } from '../protocol/frames.js'
 import { Errors, asHeraldError, isHeraldError } from '../errors.js'
 import { Outbox, type OutboxTarget } from './outbox.js'
 import { deltaOf } from '../hub/delta.js'
+import type { Subscription } from '../hub/replay.js'
 import type { ProxyHooks } from '../proxy/hooks.js'
 
 /** What every session needs, built once per Herald instance (session/sessions.ts). */
@@ -40,10 +41,13 @@ export interface SessionOptions {
 }
 
 /**
- * `server`: made by the server (the principal's `channels`, or the server API: control/actions.ts), not asked for by
+ * A subscription, as the session keeps it: also the hub's own record of it (hub/replay.ts's Subscription: offset,
+ * buffer, member), so a delivery arrives with its state and needs no lookup. `server`: made by the server (the principal's `channels`, or the server API: control/actions.ts), not asked for by
  * the client; no token pattern needed. `data`: what the subscribe hook gave this subscriber, sent with `subscribed`.
  */
-interface SubState {
+interface SubState extends Subscription {
+  /** Still this session's subscription: false once it is removed (unsubscribed, failed, lost, dropped, closed). */
+  current: boolean
   active: boolean
   ns: NamespaceOptions | undefined
   server: boolean
@@ -192,7 +196,7 @@ export class Session implements Sink, Connection, OutboxTarget {
     if (rule === 'deny') throw new Errors.FORBIDDEN('subscribe', channel)
     if (this.subs.has(channel)) throw new Errors.ALREADY_SUBSCRIBED(channel)
     if (this.subs.size >= this.services.maxSubscriptions) throw new Errors.TOO_MANY_SUBSCRIPTIONS(this.services.maxSubscriptions)
-    const state: SubState = { active: false, ns, server, delta: delta && ns.delta }
+    const state: SubState = { offset: 0, buffer: null, member: undefined, current: true, active: false, ns, server, data: undefined, delta: delta && ns.delta, last: undefined }
     this.subs.set(channel, state)
     // One attempt per channel at a time: a subscribe after an unsubscribe of one still being set up waits for it
     // (which then undoes itself), so the hub never holds two for this session, nor one the session forgot.
@@ -209,7 +213,7 @@ export class Session implements Sink, Connection, OutboxTarget {
       running.set(channel, state)
       let result: SubscribeResult
       try {
-        result = await this.services.hub.subscribe(this, channel, since)
+        result = await this.services.hub.subscribe(this, channel, since, state)
       } finally {
         running.delete(channel)
         if (running.size === 0 && this.running === running) this.running = undefined
@@ -220,7 +224,7 @@ export class Session implements Sink, Connection, OutboxTarget {
     })
     attempts.set(channel, attempt)
     return attempt.catch((err: unknown) => {
-      if (this.subs.get(channel) === state) this.subs.delete(channel)
+      if (this.subs.get(channel) === state) this.forget(channel, state)
       throw err
     }).finally(() => {
       if (attempts.get(channel) === attempt) attempts.delete(channel)
@@ -236,7 +240,9 @@ export class Session implements Sink, Connection, OutboxTarget {
 
   /** Ends a subscription, telling the client why (`client`, `forbidden`, …); false when there was none. */
   unsubscribe (channel: string, reason: string): boolean {
-    if (!this.subs.delete(channel)) return false
+    const state = this.subs.get(channel)
+    if (state === undefined) return false
+    this.forget(channel, state)
     this.services.hub.unsubscribe(this, channel)
     this.outbox.discard(channel)
     this.send(frame.unsubscribed(channel, reason))
@@ -277,9 +283,9 @@ export class Session implements Sink, Connection, OutboxTarget {
     this.outbox.control(frame.subscribed(body), result)
   }
 
-  deliver (pub: Publication, replay = false): void {
-    const state = this.subs.get(pub.channel)
-    if (this.ended || state === undefined) return
+  deliver (pub: Publication, replay: boolean, sub: Subscription): void {
+    const state = sub as SubState
+    if (this.ended || !state.current) return
     // Backpressure: a client that does not read must not grow this process's memory without bound.
     if (!state.delta) { this.outbox.push(pub, state.ns, replay); return }
     // Delta delivery: a live event right after the one the client holds may go as a patch of it (hub/delta.ts);
@@ -295,7 +301,9 @@ export class Session implements Sink, Connection, OutboxTarget {
   }
 
   lost (channel: string, reason: RecoveryFailure): void {
-    if (this.ended || !this.subs.delete(channel)) return
+    const state = this.subs.get(channel)
+    if (this.ended || state === undefined) return
+    this.forget(channel, state)
     this.outbox.discard(channel)
     this.send(frame.unsubscribed(channel, 'insufficient_state: ' + reason, true))
     // A one-way stream cannot resubscribe one channel: end it; the reconnect resumes from its cursor.
@@ -353,10 +361,18 @@ export class Session implements Sink, Connection, OutboxTarget {
   dropped (channel: string): void {
     this.services.metrics.evictions.inc({ transport: this.transport.name, reason: 'dropped' })
     if (!this.transport.bidirectional) { this.close(CloseCodes.SLOW_CONSUMER, 'slow consumer: events dropped; reconnect to resume'); return }
-    if (!this.subs.delete(channel)) return
+    const state = this.subs.get(channel)
+    if (state === undefined) return
+    this.forget(channel, state)
     this.services.metrics.events.record('eviction', `${this.transport.name} ${this.id} of ${this.sub}: channel ${channel} dropped (slow consumer)`)
     this.services.hub.unsubscribe(this, channel)
     this.send(frame.unsubscribed(channel, 'insufficient_state: slow_consumer', true))
+  }
+
+  /** Removes a subscription from this session; deliveries the hub still makes for it are ignored. */
+  private forget (channel: string, state: SubState): void {
+    state.current = false
+    this.subs.delete(channel)
   }
 
   // ---- lifecycle ----
@@ -428,7 +444,10 @@ export class Session implements Sink, Connection, OutboxTarget {
     clearTimeout(this.expiry)
     if (this.waitsFor !== undefined) { expiries.delete(this, this.waitsFor); this.waitsFor = undefined }
     this.outbox.clear()
-    for (const channel of this.subs.keys()) this.services.hub.unsubscribe(this, channel)
+    for (const [channel, state] of this.subs) {
+      state.current = false
+      this.services.hub.unsubscribe(this, channel)
+    }
     this.subs.clear()
     this.services.registry.delete(this)
     this.services.registry.untrack(this)
