@@ -11,6 +11,7 @@
  *   npm run bench -- --only 1 --rate 200 --no-docs         scenario 1 at another publish rate (events/s)
  *   npm run bench -- --only 5 --mix 0,100,0 --no-docs      scenario 5 with another transport mix (ws,sse,poll %)
  *   npm run bench -- --only 8 --no-floor                  without bench/floor.ts (run before scenarios 1 and 8 otherwise)
+ *   npm run bench -- --only 8 --rounds 5                  scenarios 1 and 8 in 5 rounds (full runs: 3, quick: 1); see lib/rounds.ts
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -25,6 +26,7 @@ import { freePort, hasRedis, spawnWithFds, startRedis, waitHttp, TSX_LOADER, typ
 import { sleep } from './lib/publisher.js'
 import { PEERS, SCENARIOS, stageFigures, type FloorResult, type PeerDef, type PeerId, type RunResult, type ScenarioDef, type ScenarioId, type ScenarioSize, type StepResult } from './lib/scenarios.js'
 import { consoleReport, markdownResults, spliceDoc, svgReport, type BenchResults } from './lib/docs.js'
+import { combineFloors, combineRounds, rotated } from './lib/rounds.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const RESULTS_DIR = join(ROOT, 'bench', 'results')
@@ -49,6 +51,8 @@ interface Args {
   mix?: { ws: number, sse: number, poll: number }
   /** Run bench/floor.ts before scenarios 1 and 8 (default; --no-floor skips it). */
   floor: boolean
+  /** Rounds of scenarios 1 and 8 (FLOOR_SCENARIOS), servers rotated each round; default 3 in full runs, 1 in quick ones. */
+  rounds?: number
 }
 
 function parseArgs (argv: string[]): Args {
@@ -76,6 +80,7 @@ function parseArgs (argv: string[]): Args {
       case '--fresh': fresh = true; break
       case '--shared': fresh = false; break
       case '--no-floor': a.floor = false; break
+      case '--rounds': { const n = Number(val()); if (!Number.isInteger(n) || n <= 0 || n > 20) throw new Error('--rounds needs a whole number from 1 to 20'); a.rounds = n; break }
       case '--rate': { const n = Number(val()); if (!Number.isInteger(n) || n <= 0) throw new Error('--rate needs a positive integer'); a.rate = n; break }
       case '--mix': {
         const [ws, sse, poll] = val().split(',').map(Number)
@@ -451,24 +456,36 @@ async function main (): Promise<number> {
   const scenarios = SCENARIOS.filter((s) => args.only.includes(s.id))
   // Full runs: a fresh server (and redis-server) for every (scenario, server), servers interleaved per scenario.
   // Quick runs: one server per peer for all its scenarios (faster; the memory figure is then only indicative).
-  const plan: Array<{ sc: ScenarioDef, peer: PeerDef }> = []
-  if (args.fresh) for (const sc of scenarios) for (const peer of peers.filter((p) => sc.peers.includes(p.id))) plan.push({ sc, peer })
-  else for (const peer of peers) for (const sc of scenarios.filter((x) => x.peers.includes(peer.id))) plan.push({ sc, peer })
+  // Scenarios 1 and 8 in rounds, the servers in a rotated order each round (lib/rounds.ts); fresh runs only.
+  const rounds = args.fresh ? args.rounds ?? (args.quick ? 1 : 3) : 1
+  const plan: Array<{ sc: ScenarioDef, peer: PeerDef, round: number }> = []
+  if (args.fresh) {
+    for (const sc of scenarios) {
+      const these = peers.filter((p) => sc.peers.includes(p.id))
+      const n = FLOOR_SCENARIOS.includes(sc.id) ? rounds : 1
+      for (let round = 0; round < n; round++) for (const peer of rotated(these, round)) plan.push({ sc, peer, round })
+    }
+  } else {
+    for (const peer of peers) for (const sc of scenarios.filter((x) => x.peers.includes(peer.id))) plan.push({ sc, peer, round: 0 })
+  }
+  const ran: Array<{ r: RunResult, round: number }> = []
+  const floors: FloorResult[] = []
   let shared: { peer: PeerId, started: Started } | undefined
   for (let i = 0; i < plan.length; i++) {
-    const { sc, peer } = plan[i]
+    const { sc, peer, round } = plan[i]
     const size = sc.size(args.quick, m.connectionCap)
     if (args.rate !== undefined && size.rate > 0) size.rate = args.rate
     if (args.mix !== undefined && sc.id === 'mixed') size.mix = args.mix
-    const tag = `[S${sc.number} ${peer.id}]`
-    // The floor under the CPU-per-delivery targets, measured once per such scenario, just before its first server.
-    if (args.floor && FLOOR_SCENARIOS.includes(sc.id) && plan.findIndex((x) => x.sc.id === sc.id) === i) {
+    const inRounds = FLOOR_SCENARIOS.includes(sc.id) && rounds > 1
+    const tag = `[S${sc.number}${inRounds ? ` round ${round + 1}/${rounds}` : ''} ${peer.id}]`
+    // The floor under the CPU-per-delivery targets, measured once per such scenario and round, just before its first server.
+    if (args.floor && FLOOR_SCENARIOS.includes(sc.id) && plan.findIndex((x) => x.sc.id === sc.id && x.round === round) === i) {
       // One write per delivery: the scenario's publishes times the subscriptions of each room.
       const writesPerSec = size.rate * size.connections * (size.subsPerConn ?? 1) / size.rooms
       process.stderr.write(`\n[S${sc.number} floor] bench/floor.ts: a plain net server, ${size.connections} sockets, ${writesPerSec} writes/s\n`)
       const floor = await runFloor(sc, size, writesPerSec, logDir)
       if (typeof floor === 'string') notes.push(`S${sc.number} floor: ${floor}`)
-      else (results.floor ??= []).push(floor)
+      else floors.push(floor)
       process.stderr.write(`[S${sc.number} floor] ${typeof floor === 'string' ? 'FAILED: ' + floor : `${floor.serverUs.toFixed(2)} µs CPU per write at ${floor.perSec}/s`}\n`)
       await sleep(args.quick ? 200 : 2000)
     }
@@ -496,7 +513,7 @@ async function main (): Promise<number> {
       await stopActive()
       shared = undefined
     }
-    results.results.push(r)
+    ran.push({ r, round })
     process.stderr.write(`${tag} ${r.ok ? 'done' : 'FAILED: ' + (r.error ?? '')} in ${r.seconds.toFixed(1)}s` +
       (r.latency !== undefined ? `; p50 ${r.latency.p50} p99 ${r.latency.p99} ms` : '') +
       (r.maxSustainedPerSec != null ? `; max ${Math.round(r.maxSustainedPerSec)}/s` : '') +
@@ -505,6 +522,15 @@ async function main (): Promise<number> {
     if (args.fresh) await sleep(args.quick ? 200 : 2000)
   }
   await stopActive()
+  // One result per (scenario, server): the median round where there were rounds.
+  for (const sc of scenarios) {
+    for (const peer of PEERS) {
+      const runs = ran.filter((x) => x.r.scenario === sc.id && x.r.peer === peer.id).sort((a, b) => a.round - b.round).map((x) => x.r)
+      if (runs.length > 0) results.results.push(combineRounds(runs))
+    }
+    const f = floors.filter((x) => x.scenario === sc.id)
+    if (f.length > 0) (results.floor ??= []).push(combineFloors(f))
+  }
   results.finishedAt = new Date().toISOString()
   results.conditions.loadavgEnd = loadavg()
   mkdirSync(RESULTS_DIR, { recursive: true })
@@ -526,7 +552,7 @@ async function main (): Promise<number> {
   }
   writeFileSync(out, JSON.stringify(final, null, 1))
   process.stdout.write(consoleReport(final) + '\n')
-  process.stdout.write(`\n${results.results.length} runs in ${((Date.now() - t0) / 1000).toFixed(0)}s; results in ${relative(process.cwd(), out)}\n`)
+  process.stdout.write(`\n${ran.length} runs in ${((Date.now() - t0) / 1000).toFixed(0)}s; results in ${relative(process.cwd(), out)}\n`)
   if (args.writeDocs) writeDocs(final)
   if (args.profile.length > 0) {
     const dir = join(RESULTS_DIR, 'profiles')

@@ -52,6 +52,8 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
         rows.push(['floor: plain `net` writes (bench/floor.ts)', num(f.connections), '—', '—', '—', '—', '—', num(f.perSec), '—', '—', num(f.serverUs, 2), '—', '—', '—', '—'])
         notes.push(`The floor row is bench/floor.ts in this scenario's shape, run just before its servers: a plain \`net\` server writing a 230-byte buffer to ${num(f.connections)} loopback sockets at ${num(f.askedPerSec)} writes/s (no WebSocket, JSON or framework), ${f.serverUserUs.toFixed(2)} µs user + ${f.serverSystemUs.toFixed(2)} µs system per write.`)
       }
+      const note = roundsNote(runs, f)
+      if (note !== undefined) notes.push(note)
     } else if (sc.kind === 'stepped') {
       rows = [['server', 'max sustained deliveries/s', 'p99 ms there', 'server µs CPU/delivery there', 'steps: deliveries/s asked → measured, p99 ms (✓ pass / ✗ why) [cores used by other processes, when > 0.25; withheld by the hypervisor, when > 0.05]']]
       for (const x of runs) {
@@ -84,6 +86,26 @@ export function scenarioTables (r: BenchResults): Array<{ id: ScenarioId, title:
     out.push({ id: sc.id, title: `${sc.number}. ${sc.title}`, description: sc.description, rows, notes })
   }
   return out
+}
+
+const us2 = (v: number | null): string => v === null ? 'failed' : v.toFixed(2)
+
+/** What a scenario run in rounds (lib/rounds.ts) says of its rounds: each server's, the floor's, and Herald / bare ws round by round. */
+function roundsNote (runs: RunResult[], floor: FloorResult | undefined): string | undefined {
+  const inRounds = runs.filter((x) => (x.rounds?.length ?? 0) > 1)
+  if (inRounds.length === 0) return undefined
+  const n = Math.max(...inRounds.map((x) => x.rounds!.length))
+  const each = inRounds.map((x) => `${label(x.peer)} ${x.rounds!.map((r) => us2(r.serverUsPerDelivery)).join(' / ')}`)
+  if (floor?.rounds !== undefined) each.push(`floor ${floor.rounds.map((v) => v.toFixed(2)).join(' / ')}`)
+  const bare = inRounds.find((x) => x.peer === 'bare-ws')?.rounds
+  const paired = bare === undefined
+    ? []
+    : inRounds.filter((x) => x.peer.startsWith('herald-')).map((x) => `${label(x.peer)} ${x.rounds!.map((r, i) => {
+      const b = bare[i]?.serverUsPerDelivery ?? null
+      return r.serverUsPerDelivery === null || b === null ? '—' : (r.serverUsPerDelivery / b).toFixed(2) + '×'
+    }).join(' / ')}`)
+  return `Run in ${n} rounds, the servers in a rotated order each round (a shared machine's slow stretches then fall on each in turn); each row is that server's median round by CPU per delivery, with lost and duplicated events summed over every round. CPU per delivery by round, µs: ${each.join('; ')}.` +
+    (paired.length > 0 ? ` Against bare ws in the same round: ${paired.join('; ')}.` : '')
 }
 
 function fmtK (v: number): string { return v >= 1000 ? (v / 1000).toFixed(v >= 10_000 ? 0 : 1) + 'k' : v.toFixed(0) }

@@ -1,3 +1,4 @@
+import type { RoundFigures } from './rounds.js'
 import type { LoadOptions, PeerProtocol } from './options.js'
 import type { LoadSummary, StageResult } from './session.js'
 import type { Percentiles } from './hist.js'
@@ -184,6 +185,8 @@ export interface FloorResult {
   serverUserUs: number
   serverSystemUs: number
   readersUs: number
+  /** Run in rounds (bench/lib/rounds.ts): CPU per write of each round; this result is their median. */
+  rounds?: number[]
 }
 
 export interface StepResult {
@@ -230,6 +233,8 @@ export interface RunResult {
   subscribed?: Percentiles
   maxSustainedPerSec?: number | null
   steps?: StepResult[]
+  /** Run in rounds (bench/lib/rounds.ts): each round's figures; this result is the median round. */
+  rounds?: RoundFigures[]
   warnings: string[]
   summary?: LoadSummary
 }
