@@ -52,7 +52,11 @@ if (process.argv[2] === 'reader') {
   const PER = 100
   const sockets: net.Socket[] = []
   const server = net.createServer((s) => { s.on('error', () => {}); sockets.push(s) })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  // Node's default accept queue (511) overflows under the readers' bursts of 500 connects: the kernel then drops the
+  // handshake's last ACK, the reader's connect succeeds with no error, and the server sees the socket only when its
+  // SYN-ACK is retried, seconds to a minute later (a run lost its floor to 107 of 10,000 sockets so). The kernel
+  // caps the backlog at net.core.somaxconn.
+  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 65_535 }, resolve))
   const port = (server.address() as net.AddressInfo).port
   const readers = [0, 4].map((base) => fork(fileURLToPath(import.meta.url), ['reader', String(port), String(connections / 2), String(base)], { execArgv: process.execArgv }))
   const usage: Array<NodeJS.CpuUsage | undefined> = [undefined, undefined]

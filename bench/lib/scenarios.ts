@@ -185,7 +185,7 @@ export interface FloorResult {
   serverUserUs: number
   serverSystemUs: number
   readersUs: number
-  /** Run in rounds (bench/lib/rounds.ts): CPU per write of each round; this result is their median. */
+  /** Run in rounds (bench/lib/rounds.ts): CPU per write of each round whose floor ran (a failed one is left out, with a note); this result is their median. */
   rounds?: number[]
 }
 
