@@ -42,8 +42,9 @@ export interface SessionOptions {
 
 /**
  * A subscription, as the session keeps it: also the hub's own record of it (hub/replay.ts's Subscription: offset,
- * buffer, member), so a delivery arrives with its state and needs no lookup. `server`: made by the server (the principal's `channels`, or the server API: control/actions.ts), not asked for by
- * the client; no token pattern needed. `data`: what the subscribe hook gave this subscriber, sent with `subscribed`.
+ * buffer, member), so a delivery arrives with its state and needs no lookup. `server`: made by the server (the
+ * principal's `channels`, or the server API: control/actions.ts), not asked for by the client; no token pattern
+ * needed. `data`: what the subscribe hook gave this subscriber, sent with `subscribed`.
  */
 interface SubState extends Subscription {
   /** Still this session's subscription: false once it is removed (unsubscribed, failed, lost, dropped, closed). */
