@@ -4,7 +4,7 @@ import type { FloorResult, RunResult } from './scenarios.js'
  * Rounds of the fixed-rate scenarios whose CPU per delivery the targets compare (1 and 8). On a shared machine a
  * neighbour can take CPU for a minute at a time without any steal being reported (the VM's clock bills it to
  * whatever ran), and one server's run falls in such a stretch while the next one's does not: the same code has
- * measured 0.98–1.37× bare ws from one round to the next here. So those scenarios run in rounds, the servers in a
+ * measured 0.85–1.50× bare ws from one round to the next here. So those scenarios run in rounds, the servers in a
  * rotated order each round, and each server's row is its median round.
  */
 
